@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Install everything the local stack and the tests need, idempotently.
+#
+#   hack/provision.sh            # all of it
+#   hack/provision.sh apt        # only Debian packages
+#   hack/provision.sh python     # only the virtualenv (.venv) and the project
+#   hack/provision.sh go         # only the tools built from Go modules
+#
+# Versions come from hack/versions.env. Heavy builds are cached outside the
+# repository, keyed by version, under $VYAPAAR_CACHE (default
+# ~/.cache/vyapaar): a second run finds them and does nothing.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+cache=${VYAPAAR_CACHE:-$HOME/.cache/vyapaar}
+venv=${VYAPAAR_VENV:-$root/.venv}
+python=${PYTHON:-python3}
+
+log() { printf '\033[1m[provision]\033[0m %s\n' "$*" >&2; }
+stamp() { date +%s; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    log "need root for: $*"; return 1; fi
+}
+
+provision_apt() {
+  local missing=()
+  for pkg in $DEBIAN_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then log "apt: all present ($DEBIAN_PACKAGES)"; return; fi
+  local t0; t0=$(stamp)
+  log "apt: installing ${missing[*]}"
+  # Packages must not start system-wide daemons on their default ports: the
+  # stack runs its own instances under its state directory. policy-rc.d is
+  # Debian's documented switch for that; we only add it while installing.
+  local policy=/usr/sbin/policy-rc.d added_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod +x "$policy"; added_policy=1
+  fi
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  [ -n "$added_policy" ] && as_root rm -f "$policy"
+  log "apt: done in $(( $(stamp) - t0 ))s"
+}
+
+provision_python() {
+  local t0; t0=$(stamp)
+  if [ ! -x "$venv/bin/python" ]; then
+    log "python: creating $venv"
+    "$python" -m venv "$venv"
+  fi
+  # Reinstall only when pyproject.toml changed since the last install.
+  local marker="$venv/.vyapaar-installed"
+  if [ ! -f "$marker" ] || ! cmp -s "$marker" "$root/pyproject.toml"; then
+    log "python: installing the project and its dev dependencies"
+    "$venv/bin/pip" install -q --upgrade pip
+    "$venv/bin/pip" install -q -e "$root[dev]"
+    cp "$root/pyproject.toml" "$marker"
+  fi
+  log "python: ready in $(( $(stamp) - t0 ))s ($venv)"
+}
+
+# A wrapper module that requires k8s.io/kubernetes and replaces every staging
+# module (k8s.io/api, k8s.io/apiserver, ...) with its published v0.Y.Z tag:
+# k8s.io/kubernetes itself points them at ./staging, which `go build` of the
+# module from the proxy cannot follow.
+kubernetes_wrapper() {
+  local src=$1 version=$2 minor
+  minor=${version#v1.}
+  mkdir -p "$src"
+  local mod staging
+  mod=$(go mod download -json "k8s.io/kubernetes@$version" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  staging=$(sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$mod")
+  {
+    echo "module vyapaar.dev/tools/kubernetes"
+    echo
+    echo "go 1.24.0"
+    echo
+    echo "require k8s.io/kubernetes $version"
+    echo
+    echo "replace ("
+    for m in $staging; do echo "	$m => $m v0.$minor"; done
+    echo ")"
+  } >"$src/go.mod"
+  cat >"$src/tools.go" <<'EOF'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+EOF
+  (cd "$src" && go mod tidy)
+}
+
+build_kubernetes() {
+  local out="$cache/kubernetes-$KUBERNETES_VERSION"
+  local bins="kube-apiserver kube-controller-manager kube-scheduler kubectl"
+  local ok=1; for b in $bins; do [ -x "$out/bin/$b" ] || ok=""; done
+  if [ -n "$ok" ]; then log "go: kubernetes $KUBERNETES_VERSION cached"; return; fi
+  local t0; t0=$(stamp)
+  log "go: building kubernetes $KUBERNETES_VERSION ($bins) — 10-25 min cold on 2 cores"
+  kubernetes_wrapper "$out/src" "$KUBERNETES_VERSION"
+  local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
+  local ld="-s -w"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld="$ld -X $p.gitVersion=$KUBERNETES_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+    ld="$ld -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  mkdir -p "$out/bin.tmp"
+  (cd "$out/src" && CGO_ENABLED=0 go build -trimpath -ldflags "$ld" -o "$out/bin.tmp/" \
+    $(for b in $bins; do echo "k8s.io/kubernetes/cmd/$b"; done))
+  rm -rf "$out/bin" && mv "$out/bin.tmp" "$out/bin"
+  log "go: kubernetes built in $(( $(stamp) - t0 ))s"
+}
+
+# kwok and helm are ordinary Go modules without replace directives, so
+# `go install module/cmd@version` builds them as their authors tagged them.
+build_go_install() {
+  local name=$1 version=$2 ldflags=$3; shift 3
+  local out="$cache/$name-$version"
+  local ok=1; for pkg in "$@"; do [ -x "$out/bin/$(basename "$pkg")" ] || ok=""; done
+  if [ -n "$ok" ]; then log "go: $name $version cached"; return; fi
+  local t0; t0=$(stamp)
+  log "go: building $name $version"
+  for pkg in "$@"; do
+    CGO_ENABLED=0 GOBIN="$out/bin" go install -trimpath -ldflags "-s -w $ldflags" "$pkg@$version"
+  done
+  log "go: $name built in $(( $(stamp) - t0 ))s"
+}
+
+provision_go() {
+  command -v go >/dev/null || { log "go is required to build the Kubernetes tools"; exit 1; }
+  build_kubernetes
+  build_go_install kwok "$KWOK_VERSION" "" \
+    sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
+  build_go_install helm "$HELM_VERSION" \
+    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+    helm.sh/helm/v3/cmd/helm
+  # One folder on PATH for the stack: links into the versioned cache folders.
+  mkdir -p "$cache/bin"
+  for b in "$cache/kubernetes-$KUBERNETES_VERSION/bin/"* "$cache/kwok-$KWOK_VERSION/bin/"* \
+           "$cache/helm-$HELM_VERSION/bin/"*; do
+    ln -sfn "$b" "$cache/bin/$(basename "$b")"
+  done
+  log "go: tools in $cache/bin ($(du -sh "$cache" | cut -f1) cache)"
+}
+
+main() {
+  local what=${1:-all}
+  case "$what" in
+    apt) provision_apt ;;
+    python) provision_python ;;
+    go) provision_go ;;
+    all) provision_apt; provision_python; provision_go ;;
+    *) echo "usage: $0 [all|apt|python|go]" >&2; exit 2 ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,132 @@
+"""The `vyapaar` command line.
+
+vyapaar stack up [--only cluster|infra]   start the local stack (idempotent)
+vyapaar stack down                        stop it and leave no processes behind
+vyapaar stack status                      what runs, what answers
+vyapaar stack env                         export lines for a shell: eval "$(vyapaar stack env)"
+vyapaar demo                              the whole system on the local stack, with samples
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import cluster, infra
+from .config import REPO_ROOT, StackConfig
+from .processes import StackError
+
+CRDS_DIR = REPO_ROOT / "crds"
+
+
+def install_crds(config: StackConfig, kubeconfig: Path | None = None) -> None:
+    """Apply every CRD in crds/ (server-side) and wait until they are Established."""
+    manifests = sorted(CRDS_DIR.glob("*.yaml"))
+    if not manifests:
+        return
+    args: list[str] = ["apply", "--server-side", "--force-conflicts"]
+    for path in manifests:
+        args += ["-f", str(path)]
+    cluster.kubectl(config, *args, kubeconfig=kubeconfig)
+    cluster.kubectl(
+        config,
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        *[a for path in manifests for a in ("-f", str(path))],
+        kubeconfig=kubeconfig,
+    )
+
+
+def stack_up(config: StackConfig, only: str | None) -> None:
+    steps: list[tuple[str, Callable[[], None]]] = []
+    if only in (None, "infra"):
+        steps.append(
+            ("infrastructure (PostgreSQL, RabbitMQ, Redis, Prometheus)", lambda: infra.up(config))
+        )
+    if only in (None, "cluster"):
+        steps.append(
+            ("control plane (etcd, kube-apiserver, controllers, kwok)", lambda: cluster.up(config))
+        )
+        steps.append(("CRDs", lambda: install_crds(config)))
+    for what, step in steps:
+        t0 = time.monotonic()
+        print(f"starting {what} ...", file=sys.stderr, flush=True)
+        step()
+        print(f"  ready in {time.monotonic() - t0:.1f}s", file=sys.stderr, flush=True)
+
+
+def stack_down(config: StackConfig) -> None:
+    cluster.down(config)
+    infra.down(config)
+
+
+def stack_status(config: StackConfig) -> int:
+    states = {**cluster.status(config), **infra.status(config)}
+    for name, ok in states.items():
+        print(f"{name:16} {'up' if ok else 'down'}")
+    return 0 if all(states.values()) else 1
+
+
+def stack_env(config: StackConfig) -> None:
+    for key, value in config.env().items():
+        print(f"export {key}={value}")
+
+
+def demo(config: StackConfig) -> None:
+    """Bring up the whole system on the local stack and show where to look."""
+    stack_up(config, None)
+    print()
+    stack_status(config)
+    print()
+    print("The local stack is up. Use it from a shell with:")
+    print('  eval "$(.venv/bin/vyapaar stack env)"')
+    print(f"  kubectl is at {config.cache_dir / 'bin' / 'kubectl'}")
+    print(
+        f"Prometheus: {config.prometheus_url}   "
+        f"RabbitMQ management: {config.rabbitmq_management_url} (guest/guest)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vyapaar", description="Vyapaar Nexus tools")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    stack = commands.add_parser("stack", help="the local stack (no cluster, no Docker)")
+    stack_cmds = stack.add_subparsers(dest="action", required=True)
+    up = stack_cmds.add_parser("up", help="start the local stack")
+    up.add_argument("--only", choices=["cluster", "infra"], help="start only one half")
+    stack_cmds.add_parser("down", help="stop the local stack")
+    stack_cmds.add_parser("status", help="show what runs")
+    stack_cmds.add_parser("env", help="print the environment to use the stack")
+
+    commands.add_parser("demo", help="bring up the whole system and run the sample orders")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = StackConfig()
+    try:
+        if args.command == "demo":
+            demo(config)
+        elif args.command == "stack":
+            if args.action == "up":
+                stack_up(config, args.only)
+            elif args.action == "down":
+                stack_down(config)
+            elif args.action == "status":
+                return stack_status(config)
+            elif args.action == "env":
+                stack_env(config)
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Where the local stack lives and which loopback ports it uses.
+
+Every value can be overridden by an environment variable, so two stacks (or a
+stack and a machine's own PostgreSQL/RabbitMQ/Redis) never clash. Defaults
+stay clear of the services' standard ports (5432, 5672, 6379, 9090, 6443).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VERSIONS_FILE = REPO_ROOT / "hack" / "versions.env"
+
+
+def read_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
+    """Parse the shell-style KEY=VALUE pins that hack/provision.sh also sources."""
+    versions: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        versions[key.strip()] = " ".join(shlex.split(value))
+    return versions
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Loopback ports of the local stack (VYAPAAR_<NAME>_PORT overrides each)."""
+
+    apiserver: int = field(default_factory=lambda: _env_int("VYAPAAR_APISERVER_PORT", 26443))
+    postgres: int = field(default_factory=lambda: _env_int("VYAPAAR_POSTGRES_PORT", 25432))
+    amqp: int = field(default_factory=lambda: _env_int("VYAPAAR_AMQP_PORT", 25673))
+    rabbitmq_dist: int = field(
+        default_factory=lambda: _env_int("VYAPAAR_RABBITMQ_DIST_PORT", 25674)
+    )
+    epmd: int = field(default_factory=lambda: _env_int("VYAPAAR_EPMD_PORT", 25675))
+    rabbitmq_management: int = field(
+        default_factory=lambda: _env_int("VYAPAAR_RABBITMQ_MANAGEMENT_PORT", 25676)
+    )
+    rabbitmq_prometheus: int = field(
+        default_factory=lambda: _env_int("VYAPAAR_RABBITMQ_PROMETHEUS_PORT", 25692)
+    )
+    redis: int = field(default_factory=lambda: _env_int("VYAPAAR_REDIS_PORT", 26379))
+    prometheus: int = field(default_factory=lambda: _env_int("VYAPAAR_PROMETHEUS_PORT", 29090))
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Paths and ports of one local stack."""
+
+    state_dir: Path = field(
+        default_factory=lambda: Path(
+            os.environ.get("VYAPAAR_STATE_DIR", REPO_ROOT / ".state")
+        ).resolve()
+    )
+    cache_dir: Path = field(
+        default_factory=lambda: Path(
+            os.environ.get("VYAPAAR_CACHE", Path.home() / ".cache" / "vyapaar")
+        ).resolve()
+    )
+    ports: Ports = field(default_factory=Ports)
+    host: str = "127.0.0.1"
+    cluster_name: str = "vyapaar"
+    fake_nodes: int = field(default_factory=lambda: _env_int("VYAPAAR_FAKE_NODES", 3))
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def database_url(self) -> str:
+        return f"postgresql://vyapaar@{self.host}:{self.ports.postgres}/vyapaar"
+
+    @property
+    def amqp_url(self) -> str:
+        return f"amqp://guest:guest@{self.host}:{self.ports.amqp}/"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{self.host}:{self.ports.redis}/0"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{self.host}:{self.ports.prometheus}"
+
+    @property
+    def rabbitmq_management_url(self) -> str:
+        return f"http://{self.host}:{self.ports.rabbitmq_management}"
+
+    def env(self) -> dict[str, str]:
+        """The variables a process needs to use this stack (what `stack env` prints)."""
+        return {
+            "KUBECONFIG": str(self.kubeconfig),
+            "VYAPAAR_DATABASE_URL": self.database_url,
+            "VYAPAAR_AMQP_URL": self.amqp_url,
+            "VYAPAAR_REDIS_URL": self.redis_url,
+            "VYAPAAR_PROMETHEUS_URL": self.prometheus_url,
+            "VYAPAAR_RABBITMQ_MANAGEMENT_URL": self.rabbitmq_management_url,
+        }

@@ -1,0 +1,410 @@
+"""RabbitMQ, PostgreSQL, Redis and Prometheus as local processes on loopback.
+
+Each runs from its Debian package's binaries with all of its data, logs and
+configuration under the stack's state directory, so nothing touches the
+machine's own instances (if any) and `rm -rf .state` is a full reset.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import StackConfig
+from .processes import Process, StackError, port_open, wait_until
+
+POSTGRES_BIN = Path(os.environ.get("VYAPAAR_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
+RABBITMQ_BIN = Path(os.environ.get("VYAPAAR_RABBITMQ_BIN", "/usr/lib/rabbitmq/bin"))
+
+
+@dataclass(frozen=True)
+class Component:
+    """One infrastructure service: how to start it and how to know it is ready."""
+
+    name: str
+    start: Callable[[StackConfig], None]
+    ready: Callable[[StackConfig], bool]
+    processes: Callable[[StackConfig], list[Process]]
+    startup_timeout: float = 60.0
+
+    def stop(self, config: StackConfig) -> None:
+        for proc in reversed(self.processes(config)):
+            proc.stop()
+
+    def running(self, config: StackConfig) -> bool:
+        return all(p.is_running() for p in self.processes(config))
+
+
+def _run_dir(config: StackConfig) -> Path:
+    return config.state_dir / "run"
+
+
+def _proc(config: StackConfig, name: str) -> Process:
+    return Process(name, _run_dir(config))
+
+
+def _refuse_foreign_port(config: StackConfig, port: int, what: str, proc: Process) -> None:
+    if not proc.is_running() and port_open(config.host, port):
+        raise StackError(
+            f"{what}: port {config.host}:{port} is taken by another process; "
+            f"set VYAPAAR_*_PORT to a free port (see hack/vyapaar_stack/config.py)"
+        )
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+
+def _postgres_user() -> str | None:
+    """PostgreSQL refuses to run as root: run it as the `postgres` system user then."""
+    return "postgres" if os.geteuid() == 0 else None
+
+
+def _postgres_process(config: StackConfig) -> Process:
+    return Process("postgres", _run_dir(config), stop_signal=signal.SIGINT)
+
+
+def _start_postgres(config: StackConfig) -> None:
+    proc = _postgres_process(config)
+    _refuse_foreign_port(config, config.ports.postgres, "PostgreSQL", proc)
+    home = config.state_dir / "postgres"
+    data = home / "data"
+    home.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        pg = pwd.getpwnam("postgres")
+        os.chown(home, pg.pw_uid, pg.pw_gid)
+    if not (data / "PG_VERSION").exists():
+        subprocess.run(
+            [
+                str(POSTGRES_BIN / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "vyapaar",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            user=_postgres_user(),
+            cwd=home,
+        )
+    # fsync is off: this instance serves development and tests. A killed process
+    # loses nothing (the OS keeps the page cache); only a machine crash would.
+    proc.start(
+        [
+            str(POSTGRES_BIN / "postgres"),
+            "-D",
+            str(data),
+            "-c",
+            f"listen_addresses={config.host}",
+            "-c",
+            f"port={config.ports.postgres}",
+            "-c",
+            f"unix_socket_directories={home}",
+            "-c",
+            "max_connections=300",
+            "-c",
+            "fsync=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "shared_buffers=256MB",
+            "-c",
+            "log_min_messages=warning",
+        ],
+        user=_postgres_user(),
+        cwd=home,
+    )
+
+
+def _postgres_ready(config: StackConfig) -> bool:
+    args = ["-h", config.host, "-p", str(config.ports.postgres), "-U", "vyapaar"]
+    if subprocess.run([str(POSTGRES_BIN / "pg_isready"), *args, "-q"]).returncode != 0:
+        return False
+    exists = subprocess.run(
+        [
+            str(POSTGRES_BIN / "psql"),
+            *args,
+            "-d",
+            "postgres",
+            "-tAc",
+            "SELECT 1 FROM pg_database WHERE datname = 'vyapaar'",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if exists.returncode != 0:
+        return False
+    if exists.stdout.strip() != "1":
+        subprocess.run([str(POSTGRES_BIN / "createdb"), *args, "vyapaar"], check=True)
+    return True
+
+
+# --- RabbitMQ ---------------------------------------------------------------------------------
+
+
+def _rabbitmq_env(config: StackConfig) -> dict[str, str]:
+    home = config.state_dir / "rabbitmq"
+    return {
+        "HOME": str(home),  # the Erlang cookie lives in $HOME
+        "RABBITMQ_NODENAME": f"{config.cluster_name}@localhost",
+        "RABBITMQ_DIST_PORT": str(config.ports.rabbitmq_dist),
+        "ERL_EPMD_PORT": str(config.ports.epmd),
+        "ERL_EPMD_ADDRESS": config.host,
+        "RABBITMQ_CONFIG_FILE": str(home / "rabbitmq.conf"),
+        "RABBITMQ_ADVANCED_CONFIG_FILE": str(home / "advanced.config"),
+        "RABBITMQ_CONF_ENV_FILE": str(home / "rabbitmq-env.conf"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(home / "enabled_plugins"),
+        "RABBITMQ_MNESIA_BASE": str(home / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(home / "log"),
+        "RABBITMQ_PID_FILE": str(home / "rabbitmq.pid"),
+        "RABBITMQ_LOGS": "-",
+    }
+
+
+def rabbitmqctl(config: StackConfig, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run rabbitmqctl against the stack's node (same cookie, same epmd)."""
+    return subprocess.run(
+        [str(RABBITMQ_BIN / "rabbitmqctl"), *args],
+        env={**os.environ, **_rabbitmq_env(config)},
+        capture_output=True,
+        text=True,
+    )
+
+
+def _start_rabbitmq(config: StackConfig) -> None:
+    epmd, server = _rabbitmq_processes(config)
+    _refuse_foreign_port(config, config.ports.amqp, "RabbitMQ", server)
+    env = _rabbitmq_env(config)
+    home = Path(env["HOME"])
+    (home / "log").mkdir(parents=True, exist_ok=True)
+    (home / "rabbitmq.conf").write_text(
+        "\n".join(
+            [
+                f"listeners.tcp.1 = {config.host}:{config.ports.amqp}",
+                f"management.tcp.ip = {config.host}",
+                f"management.tcp.port = {config.ports.rabbitmq_management}",
+                f"prometheus.tcp.ip = {config.host}",
+                f"prometheus.tcp.port = {config.ports.rabbitmq_prometheus}",
+                # Per-queue metrics (DLQ depth) on /metrics/per-object as well.
+                "prometheus.return_per_object_metrics = false",
+                "loopback_users.guest = true",
+                "log.console = true",
+                "log.console.level = warning",
+                "log.file = false",
+                "disk_free_limit.absolute = 100MB",
+                "",
+            ]
+        )
+    )
+    (home / "enabled_plugins").write_text("[rabbitmq_management,rabbitmq_prometheus].\n")
+    (home / "rabbitmq-env.conf").write_text("")
+    # epmd is a daemon Erlang would otherwise fork out of our reach; run it ourselves.
+    epmd.start(["epmd", "-port", str(config.ports.epmd), "-address", config.host], env=env)
+    wait_until(
+        lambda: port_open(config.host, config.ports.epmd), what="epmd", timeout=10, process=epmd
+    )
+    server.start([str(RABBITMQ_BIN / "rabbitmq-server")], env=env)
+
+
+def _rabbitmq_processes(config: StackConfig) -> list[Process]:
+    return [_proc(config, "epmd"), _proc(config, "rabbitmq")]
+
+
+def _rabbitmq_ready(config: StackConfig) -> bool:
+    # The AMQP listener opens when the broker has booted; the management and
+    # prometheus listeners come with their plugins, last.
+    return (
+        port_open(config.host, config.ports.amqp)
+        and port_open(config.host, config.ports.rabbitmq_management)
+        and port_open(config.host, config.ports.rabbitmq_prometheus)
+    )
+
+
+# --- Redis ------------------------------------------------------------------------------------
+
+
+def _start_redis(config: StackConfig) -> None:
+    proc = _proc(config, "redis")
+    _refuse_foreign_port(config, config.ports.redis, "Redis", proc)
+    data = config.state_dir / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    proc.start(
+        [
+            "redis-server",
+            "--bind",
+            config.host,
+            "--port",
+            str(config.ports.redis),
+            "--dir",
+            str(data),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--loglevel",
+            "warning",
+        ],
+    )
+
+
+def _redis_ready(config: StackConfig) -> bool:
+    out = subprocess.run(
+        ["redis-cli", "-h", config.host, "-p", str(config.ports.redis), "PING"],
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip() == "PONG"
+
+
+# --- Prometheus -------------------------------------------------------------------------------
+
+
+def prometheus_targets_dir(config: StackConfig) -> Path:
+    """Drop `<job>.json` file_sd target files here; Prometheus picks them up live."""
+    return config.state_dir / "prometheus" / "targets"
+
+
+def register_scrape_target(
+    config: StackConfig, job: str, addresses: list[str], labels: dict[str, str] | None = None
+) -> None:
+    """Make Prometheus scrape `addresses` (host:port) as `job` from now on."""
+    targets = prometheus_targets_dir(config)
+    targets.mkdir(parents=True, exist_ok=True)
+    entry = [{"targets": addresses, "labels": {"job": job, **(labels or {})}}]
+    tmp = targets / f".{job}.json.tmp"
+    tmp.write_text(json.dumps(entry, indent=2))
+    tmp.replace(targets / f"{job}.json")
+
+
+def _start_prometheus(config: StackConfig) -> None:
+    proc = _proc(config, "prometheus")
+    _refuse_foreign_port(config, config.ports.prometheus, "Prometheus", proc)
+    home = config.state_dir / "prometheus"
+    (home / "data").mkdir(parents=True, exist_ok=True)
+    register_scrape_target(config, "prometheus", [f"{config.host}:{config.ports.prometheus}"])
+    register_scrape_target(
+        config, "rabbitmq", [f"{config.host}:{config.ports.rabbitmq_prometheus}"]
+    )
+    (home / "prometheus.yml").write_text(
+        json.dumps(
+            {
+                "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+                "scrape_configs": [
+                    {
+                        "job_name": "vyapaar",
+                        "file_sd_configs": [
+                            {
+                                "files": [str(prometheus_targets_dir(config) / "*.json")],
+                                "refresh_interval": "5s",
+                            }
+                        ],
+                    }
+                ],
+            },
+            indent=2,
+        )
+    )
+    proc.start(
+        [
+            "prometheus",
+            f"--config.file={home / 'prometheus.yml'}",
+            f"--storage.tsdb.path={home / 'data'}",
+            f"--web.listen-address={config.host}:{config.ports.prometheus}",
+            "--web.enable-lifecycle",
+            "--log.level=warn",
+        ],
+    )
+
+
+def _prometheus_ready(config: StackConfig) -> bool:
+    return _http_ok(f"{config.prometheus_url}/-/ready")
+
+
+COMPONENTS: tuple[Component, ...] = (
+    Component(
+        "postgres",
+        _start_postgres,
+        _postgres_ready,
+        lambda c: [_postgres_process(c)],
+        startup_timeout=60,
+    ),
+    Component(
+        "rabbitmq", _start_rabbitmq, _rabbitmq_ready, _rabbitmq_processes, startup_timeout=120
+    ),
+    Component(
+        "redis", _start_redis, _redis_ready, lambda c: [_proc(c, "redis")], startup_timeout=20
+    ),
+    Component(
+        "prometheus",
+        _start_prometheus,
+        _prometheus_ready,
+        lambda c: [_proc(c, "prometheus")],
+        startup_timeout=30,
+    ),
+)
+
+
+def missing_binaries() -> list[str]:
+    wanted = [
+        str(POSTGRES_BIN / "postgres"),
+        str(RABBITMQ_BIN / "rabbitmq-server"),
+        "redis-server",
+        "prometheus",
+        "promtool",
+        "epmd",
+    ]
+    return [b for b in wanted if shutil.which(b) is None]
+
+
+def up(config: StackConfig) -> None:
+    """Start every component (those already running are left alone) and wait for all."""
+    missing = missing_binaries()
+    if missing:
+        raise StackError(f"missing {', '.join(missing)}: run `make provision` first")
+    for comp in COMPONENTS:
+        comp.start(config)
+    for comp in COMPONENTS:
+        main = comp.processes(config)[-1]
+        wait_until(
+            functools.partial(comp.ready, config),
+            what=comp.name,
+            timeout=comp.startup_timeout,
+            process=main,
+        )
+
+
+def down(config: StackConfig) -> None:
+    for comp in reversed(COMPONENTS):
+        comp.stop(config)
+
+
+def status(config: StackConfig) -> dict[str, bool]:
+    return {comp.name: comp.running(config) and comp.ready(config) for comp in COMPONENTS}
