@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import cluster, infra
+from . import cluster, demo, infra, system
 from .config import REPO_ROOT, StackConfig
 from .processes import StackError
 
@@ -60,12 +60,13 @@ def stack_up(config: StackConfig, only: str | None) -> None:
 
 
 def stack_down(config: StackConfig) -> None:
+    system.down(config)
     cluster.down(config)
     infra.down(config)
 
 
 def stack_status(config: StackConfig) -> int:
-    states = {**cluster.status(config), **infra.status(config)}
+    states = {**cluster.status(config), **infra.status(config), **system.status(config)}
     for name, ok in states.items():
         print(f"{name:16} {'up' if ok else 'down'}")
     return 0 if all(states.values()) else 1
@@ -76,11 +77,12 @@ def stack_env(config: StackConfig) -> None:
         print(f"export {key}={value}")
 
 
-def demo(config: StackConfig) -> None:
-    """Bring up the whole system on the local stack and show where to look."""
+def run_demo(config: StackConfig) -> int:
+    """Bring up the whole system, run the sample orders, and show where to look."""
     stack_up(config, None)
-    print()
-    stack_status(config)
+    print("starting the services and the operator, then the sample orders ...",
+          file=sys.stderr, flush=True)
+    all_as_expected = demo.main(config)
     print()
     print("The local stack is up. Use it from a shell with:")
     print('  eval "$(.venv/bin/vyapaar stack env)"')
@@ -89,6 +91,8 @@ def demo(config: StackConfig) -> None:
         f"Prometheus: {config.prometheus_url}   "
         f"RabbitMQ management: {config.rabbitmq_management_url} (guest/guest)"
     )
+    print(f"Logs of every process: {config.state_dir / 'run'}/")
+    return 0 if all_as_expected else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = StackConfig()
     try:
         if args.command == "demo":
-            demo(config)
+            return run_demo(config)
         elif args.command == "stack":
             if args.action == "up":
                 stack_up(config, args.only)

@@ -1,0 +1,110 @@
+"""Run the sample orders through the whole system and print how each one ended."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import cluster, system
+from .config import REPO_ROOT, StackConfig
+from .processes import StackError
+
+SAMPLES = REPO_ROOT / "manifests" / "samples"
+NAMESPACE = "vyapaar-demo"
+TERMINAL = {"Completed", "Failed", "Cancelled", "CompensationFailed"}
+
+#: sample file -> the phase it must end in
+EXPECTED = {
+    "order-completed": "Completed",
+    "order-declined": "Failed",
+    "order-out-of-stock": "Failed",
+    "order-undeliverable": "Failed",
+    "order-cancelled": "Cancelled",
+    "order-cancel-too-late": "Completed",
+}
+LATE_CANCEL = "order-cancel-too-late"
+
+
+def seed_stock(config: StackConfig, stock: dict[str, int]) -> None:
+    base = system.service_url(config, "inventory")
+    for sku, available in stock.items():
+        request = urllib.request.Request(
+            f"{base}/api/v1/stock/{sku}", method="PUT",
+            data=json.dumps({"available": available}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            if resp.status >= 300:
+                raise StackError(f"seeding {sku} failed: HTTP {resp.status}")
+
+
+def load_stock() -> dict[str, int]:
+    data = yaml.safe_load((SAMPLES / "stock.yaml").read_text())
+    return {str(k): int(v) for k, v in data["stock"].items()}
+
+
+def _orders(config: StackConfig, namespace: str) -> dict[str, dict[str, Any]]:
+    out = cluster.kubectl(config, "get", "orders.vyapaar.dev", "-n", namespace, "-o", "json")
+    return {o["metadata"]["name"]: o for o in json.loads(out.stdout)["items"]}
+
+
+def run_samples(config: StackConfig, namespace: str = NAMESPACE,
+                timeout: float = 180) -> list[dict[str, str]]:
+    """Apply every sample, cancel the late one after its pivot, wait for all to finish."""
+    cluster.kubectl(config, "create", "namespace", namespace, check=False)
+    names: dict[str, str] = {}
+    for sample, _ in EXPECTED.items():
+        path = SAMPLES / f"{sample}.yaml"
+        names[sample] = yaml.safe_load(path.read_text())["metadata"]["name"]
+        cluster.kubectl(config, "apply", "-n", namespace, "-f", str(path))
+    late_cancelled = False
+    deadline = time.monotonic() + timeout
+    while True:
+        orders = _orders(config, namespace)
+        phases = {s: (orders.get(n, {}).get("status") or {}).get("phase") for s, n in names.items()}
+        late = phases.get(LATE_CANCEL)
+        if not late_cancelled and late in ("Completing", "Completed"):
+            cluster.kubectl(config, "patch", "orders.vyapaar.dev", names[LATE_CANCEL],
+                            "-n", namespace, "--type=merge", "-p", '{"spec":{"cancel":true}}')
+            late_cancelled = True
+        if late_cancelled and all(p in TERMINAL for p in phases.values()):
+            time.sleep(1)  # let the late cancellation's refusal land
+            break
+        if time.monotonic() > deadline:
+            break
+    orders = _orders(config, namespace)
+    rows = []
+    for sample, expected in EXPECTED.items():
+        status = orders.get(names[sample], {}).get("status") or {}
+        rows.append({"order": names[sample], "expected": expected,
+                     "phase": status.get("phase") or "-", "reason": status.get("reason") or "-"})
+    return rows
+
+
+def print_table(rows: list[dict[str, str]]) -> bool:
+    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]}
+    header = "  ".join(k.upper().ljust(widths[k]) for k in widths)
+    print(header + "  OK")
+    ok = True
+    for row in rows:
+        good = row["phase"] == row["expected"]
+        ok &= good
+        print("  ".join(row[k].ljust(widths[k]) for k in widths) + ("  yes" if good else "  NO"))
+    return ok
+
+
+def main(config: StackConfig) -> bool:
+    system.up(config)
+    seed_stock(config, load_stock())
+    rows = run_samples(config)
+    print()
+    return print_table(rows)
+
+
+def sample_path(name: str) -> Path:
+    return SAMPLES / f"{name}.yaml"

@@ -1,0 +1,56 @@
+"""Saga transitions as Kubernetes Events, so `kubectl describe order` tells the story."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from vyapaar_operator import metrics, saga
+from vyapaar_operator.orders import GROUP, KIND, VERSION
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "vyapaar-operator"
+
+
+class KubernetesEventRecorder:
+    """Posts one core/v1 Event per transition (best effort: an Event is not the saga log)."""
+
+    def __init__(self, api: client.ApiClient, instance: str) -> None:
+        self._core = client.CoreV1Api(api)
+        self._instance = instance
+
+    async def record(self, obj: Mapping[str, Any], transition: saga.Transition) -> None:
+        metrics.TRANSITIONS.labels(transition.reason, transition.type).inc()
+        meta = obj["metadata"]
+        now = datetime.now(UTC)
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(
+                name=f"{meta['name']}.{uuid.uuid4().hex[:16]}", namespace=meta["namespace"]
+            ),
+            involved_object=client.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}", kind=KIND, name=meta["name"],
+                namespace=meta["namespace"], uid=meta["uid"],
+                resource_version=meta.get("resourceVersion"),
+            ),
+            reason=transition.reason,
+            message=transition.message[:1024],
+            type=transition.type,
+            source=client.V1EventSource(component=COMPONENT),
+            reporting_component=COMPONENT,
+            reporting_instance=self._instance,
+            action="Saga",
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        try:
+            await self._core.create_namespaced_event(meta["namespace"], event)
+        except Exception:
+            log.warning("could not record event %s for %s/%s", transition.reason,
+                        meta["namespace"], meta["name"], exc_info=True)

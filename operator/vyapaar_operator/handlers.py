@@ -1,0 +1,121 @@
+"""The kopf wiring: what starts with the operator, and what an Order change triggers.
+
+Three sources feed the engine: watch events of Orders (kopf), replies from
+the services (RabbitMQ), and deadlines (one timer task). All three end in
+`SagaEngine.apply`, which reads, decides, writes the status, then publishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+import aio_pika
+import kopf
+import prometheus_client
+from kubernetes_asyncio import client, config
+from vyapaar_services.messaging.publisher import Publisher
+from vyapaar_services.messaging.topology import Topology, declare_topology
+
+from vyapaar_operator import observe, replies, saga
+from vyapaar_operator.bus import RabbitCommandBus
+from vyapaar_operator.deadlines import Deadlines
+from vyapaar_operator.engine import SagaEngine, utcnow
+from vyapaar_operator.events import KubernetesEventRecorder
+from vyapaar_operator.orders import GROUP, PLURAL, VERSION, OrderStore, ref_of
+from vyapaar_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+
+async def _api_client() -> client.ApiClient:
+    configuration = client.Configuration()
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        await config.load_kube_config(client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    ours = OperatorSettings()
+    settings.posting.level = logging.WARNING  # kopf's own events: only problems
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+
+    api = await _api_client()
+    connection = await aio_pika.connect_robust(ours.amqp_url)
+    topology = Topology()
+    setup = await connection.channel()
+    await declare_topology(setup, topology)
+    await setup.close()
+    publisher = await Publisher.open(connection, topology)
+
+    deadlines = Deadlines()
+    engine = SagaEngine(
+        OrderStore(api),
+        RabbitCommandBus(publisher),
+        KubernetesEventRecorder(api, instance=socket.gethostname()),
+        ours.saga_config(),
+        deadlines,
+        write_retries=ours.status_write_retries,
+    )
+    if ours.metrics_port:
+        prometheus_client.start_http_server(ours.metrics_port, addr=ours.host)
+
+    memo.api = api
+    memo.connection = connection
+    memo.engine = engine
+    memo.seen = set()
+    memo.tasks = [
+        asyncio.create_task(deadlines.run(engine.on_tick), name="deadlines"),
+        asyncio.create_task(
+            replies.consume(connection, topology, engine, prefetch=ours.reply_prefetch),
+            name="replies",
+        ),
+    ]
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    for task in memo.get("tasks", []):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    if "connection" in memo:
+        await memo.connection.close()
+    if "api" in memo:
+        await memo.api.close()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def order_changed(type: str | None, body: kopf.Body, memo: kopf.Memo,
+                        **_: Any) -> None:
+    """Every observed state of an Order: derive what it asks of the saga, and apply it."""
+    obj: dict[str, Any] = copy.deepcopy(dict(body))
+    ref = ref_of(obj)
+    engine: SagaEngine = memo.engine
+    if type == "DELETED":
+        engine.deadlines.forget(ref)
+        return
+    uid = obj["metadata"]["uid"]
+    first_sight = uid not in memo.seen
+    memo.seen.add(uid)
+    resumed = False
+
+    def implied(current: Mapping[str, Any], state: saga.SagaState) -> saga.Event | None:
+        nonlocal resumed
+        event = observe.implied_event(current, state, utcnow(), first_sight=first_sight)
+        resumed = isinstance(event, saga.Resume)
+        return event
+
+    await engine.apply(ref, implied, seen=obj)
+    if resumed:
+        await engine.store.remove_annotation(ref, observe.RESUME_ANNOTATION)

@@ -1,0 +1,45 @@
+"""What an observed Order asks of its saga: the event, if any, that its object implies.
+
+Pure functions of the object as the apiserver shows it (no I/O), so the
+operator is level-triggered: whatever was missed while it was down is derived
+again from the object itself on the next look.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from vyapaar_operator import saga
+
+RESUME_ANNOTATION = "vyapaar.dev/resume"
+"""Set (to any value) on an Order in CompensationFailed, after repairing the cause, to resume."""
+
+
+def implied_event(
+    obj: Mapping[str, Any], state: saga.SagaState, now: datetime, *, first_sight: bool
+) -> saga.Event | None:
+    """The event the object's spec and metadata imply for `state`, or None.
+
+    `first_sight` is true the first time this operator process sees the object
+    (after its start): in-flight commands are then re-sent (the status is the
+    operator's outbox, and a crash may have come between write and publish).
+    """
+    meta = obj.get("metadata", {})
+    spec = obj.get("spec", {})
+    if not (obj.get("status") or {}).get("phase"):
+        return saga.Start(now=now)
+    if state.is_terminal:
+        if state.phase == "CompensationFailed" and RESUME_ANNOTATION in (
+            meta.get("annotations") or {}
+        ):
+            return saga.Resume(now=now)
+        return None
+    if meta.get("deletionTimestamp") and not state.cancel_requested:
+        return saga.Deleted(now=now)
+    if spec.get("cancel") and not state.cancel_requested:
+        return saga.CancelRequested(now=now)
+    if first_sight:
+        return saga.Recover(now=now)
+    return None

@@ -1,0 +1,1365 @@
+"""The Order saga as a pure state machine: ``decide(state, event, config) -> Decision``.
+
+Read this file top to bottom and you have read the whole order flow::
+
+    Pending -> Reserving -> Paying -> Shipping -> Completing -> Completed
+                  |           |          |
+                  +-----------+----------+--> Compensating -> Failed | Cancelled
+                                                    |
+                                                    +--> CompensationFailed --(Resume)--+
+                                                              ^                          |
+                                                              +--------------------------+
+
+``decide`` does no I/O, reads no clock and draws no random numbers: the event
+carries ``now`` and the returned :class:`Decision` carries the new state, the
+commands to publish and the transitions to report as Kubernetes Events.  The
+operator writes ``Decision.state.to_status()`` to the Order's status *first* and
+publishes the commands *after*; a step is therefore marked in flight (attempt,
+``sentAt``, ``deadline``) before its command can exist anywhere else, which
+makes the status the operator's outbox: after a crash, :class:`Recover`
+re-sends whatever the status says is in flight.
+
+Every command carries the idempotency key ``"{order_uid}:{step}"``.  Retries
+re-send the same key, and a compensation carries the key of the step it undoes,
+so a service can find what to undo -- or, if the forward command never arrived,
+leave a tombstone that makes a late forward command fail with
+``ALREADY_COMPENSATED``.  That is what makes it safe to compensate a step whose
+outcome is unknown.
+
+Replies are at-least-once and may be late, duplicated or out of order.  A reply
+is applied only if the step is still waiting for exactly that kind of reply;
+anything else is ignored, which makes applying a reply idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from functools import partial
+from typing import Any, Literal, TypeAlias
+
+# --------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SagaConfig:
+    """Timeouts and retry budgets.
+
+    A command that gets no reply is re-sent when its deadline passes.  The
+    deadline of attempt *n* is ``sentAt + timeout + backoff(n)`` with
+    ``backoff(n) = min(base * 2**(n - 1), max)``: each attempt gets the timeout
+    to answer plus an exponentially growing pause before the next one.  A reply
+    to *any* attempt counts, so waiting and backing off fold into one deadline.
+    """
+
+    step_timeout: timedelta = timedelta(seconds=30)
+    """How long a forward command (and commit/notify) may take to answer before a retry."""
+    max_attempts: int = 3
+    """Sends of a forward step before its outcome is declared unknown and compensated."""
+    backoff_base: timedelta = timedelta(seconds=2)
+    """Pause added after the first forward attempt; doubles with every further attempt."""
+    backoff_max: timedelta = timedelta(minutes=5)
+    """Cap of the forward pause; commit/notify, retried forever, settle at this rhythm."""
+    compensation_timeout: timedelta = timedelta(seconds=30)
+    """How long a compensation (release, refund, void) may take to answer before a retry."""
+    compensation_max_attempts: int = 10
+    """Sends of a compensation before the saga stops in CompensationFailed for a human."""
+    compensation_backoff_base: timedelta = timedelta(seconds=5)
+    """Pause added after the first compensation attempt; doubles with every attempt."""
+    compensation_backoff_max: timedelta = timedelta(minutes=10)
+    """Cap of the compensation pause."""
+    timeline_limit: int = 20
+    """Entries kept in ``status.timeline`` (newest last); Events keep the full story."""
+
+    def __post_init__(self) -> None:
+        for name in ("step_timeout", "compensation_timeout"):
+            if getattr(self, name) <= timedelta(0):
+                raise ValueError(f"SagaConfig.{name} must be positive")
+        for name in ("backoff_base", "backoff_max", "compensation_backoff_base",
+                     "compensation_backoff_max"):
+            if getattr(self, name) < timedelta(0):
+                raise ValueError(f"SagaConfig.{name} must not be negative")
+        if self.max_attempts < 1 or self.compensation_max_attempts < 1:
+            raise ValueError("SagaConfig attempt budgets must be at least 1")
+        if self.timeline_limit < 0:
+            raise ValueError("SagaConfig.timeline_limit must not be negative")
+
+    def forward_wait(self, attempt: int) -> timedelta:
+        """Time from sending forward attempt ``attempt`` until it counts as lost."""
+        return self.step_timeout + _backoff(attempt, self.backoff_base, self.backoff_max)
+
+    def compensation_wait(self, attempt: int) -> timedelta:
+        """Time from sending compensation attempt ``attempt`` until it counts as lost."""
+        return self.compensation_timeout + _backoff(
+            attempt, self.compensation_backoff_base, self.compensation_backoff_max
+        )
+
+
+def _backoff(attempt: int, base: timedelta, cap: timedelta) -> timedelta:
+    # The exponent is clamped so a step retried forever cannot overflow timedelta.
+    return min(base * (1 << min(max(attempt - 1, 0), 30)), cap)
+
+
+# --------------------------------------------------------------------------------------
+# The order, as written in Order.spec
+# --------------------------------------------------------------------------------------
+
+
+class InvalidOrderSpec(ValueError):
+    """The Order's spec cannot be turned into a saga (the CRD schema should prevent it)."""
+
+
+@dataclass(frozen=True)
+class Customer:
+    id: str
+    email: str
+    name: str | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {"id": self.id, "email": self.email}
+        if self.name is not None:
+            payload["name"] = self.name
+        return payload
+
+
+@dataclass(frozen=True)
+class LineItem:
+    sku: str
+    quantity: int
+    unit_price: int
+    """Price of one unit in minor units of the order's currency (paise, cents, yen)."""
+
+    @property
+    def subtotal(self) -> int:
+        return self.quantity * self.unit_price
+
+
+@dataclass(frozen=True)
+class Address:
+    name: str
+    line1: str
+    city: str
+    postal_code: str
+    country: str
+    line2: str | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {"name": self.name, "line1": self.line1}
+        if self.line2 is not None:
+            payload["line2"] = self.line2
+        payload.update(city=self.city, postalCode=self.postal_code, country=self.country)
+        return payload
+
+
+@dataclass(frozen=True)
+class OrderSpec:
+    """What the customer ordered; immutable except ``cancel`` (the CRD enforces it)."""
+
+    customer: Customer
+    items: tuple[LineItem, ...]
+    currency: str
+    payment_token: str
+    shipping_address: Address
+    cancel: bool = False
+
+    @property
+    def total(self) -> int:
+        """Amount to charge, in minor units: integers, so the ledger balances exactly."""
+        return sum(item.subtotal for item in self.items)
+
+    @classmethod
+    def from_manifest(cls, spec: Mapping[str, Any]) -> OrderSpec:
+        """Read ``Order.spec`` (camelCase, as stored by Kubernetes)."""
+        customer = _mapping(spec, "customer")
+        address = _mapping(spec, "shippingAddress")
+        raw_items = spec.get("items")
+        if not isinstance(raw_items, list) or not raw_items:
+            raise InvalidOrderSpec("spec.items must be a non-empty list")
+        items = tuple(_line_item(raw, index) for index, raw in enumerate(raw_items))
+        skus = [item.sku for item in items]
+        if len(set(skus)) != len(skus):
+            raise InvalidOrderSpec("spec.items must not repeat a sku")
+        cancel = spec.get("cancel", False)
+        if not isinstance(cancel, bool):
+            raise InvalidOrderSpec("spec.cancel must be a boolean")
+        return cls(
+            customer=Customer(
+                id=_text(customer, "id", "spec.customer"),
+                email=_text(customer, "email", "spec.customer"),
+                name=_optional_text(customer, "name", "spec.customer"),
+            ),
+            items=items,
+            currency=_text(spec, "currency", "spec"),
+            payment_token=_text(spec, "paymentToken", "spec"),
+            shipping_address=Address(
+                name=_text(address, "name", "spec.shippingAddress"),
+                line1=_text(address, "line1", "spec.shippingAddress"),
+                line2=_optional_text(address, "line2", "spec.shippingAddress"),
+                city=_text(address, "city", "spec.shippingAddress"),
+                postal_code=_text(address, "postalCode", "spec.shippingAddress"),
+                country=_text(address, "country", "spec.shippingAddress"),
+            ),
+            cancel=cancel,
+        )
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The inverse of :meth:`from_manifest`."""
+        return {
+            "customer": self.customer.to_payload(),
+            "items": [
+                {"sku": i.sku, "quantity": i.quantity, "unitPrice": i.unit_price}
+                for i in self.items
+            ],
+            "currency": self.currency,
+            "paymentToken": self.payment_token,
+            "shippingAddress": self.shipping_address.to_payload(),
+            "cancel": self.cancel,
+        }
+
+
+def _mapping(parent: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = parent.get(key)
+    if not isinstance(value, Mapping):
+        raise InvalidOrderSpec(f"spec.{key} must be an object")
+    return value
+
+
+def _text(parent: Mapping[str, Any], key: str, where: str) -> str:
+    value = parent.get(key)
+    if not isinstance(value, str) or not value:
+        raise InvalidOrderSpec(f"{where}.{key} must be a non-empty string")
+    return value
+
+
+def _optional_text(parent: Mapping[str, Any], key: str, where: str) -> str | None:
+    return None if parent.get(key) is None else _text(parent, key, where)
+
+
+def _line_item(raw: Any, index: int) -> LineItem:
+    where = f"spec.items[{index}]"
+    if not isinstance(raw, Mapping):
+        raise InvalidOrderSpec(f"{where} must be an object")
+    quantity, unit_price = raw.get("quantity"), raw.get("unitPrice")
+    # bool is an int subclass; True must not become a quantity of one.
+    if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
+        raise InvalidOrderSpec(f"{where}.quantity must be an integer >= 1")
+    if not isinstance(unit_price, int) or isinstance(unit_price, bool) or unit_price < 0:
+        raise InvalidOrderSpec(f"{where}.unitPrice must be an integer >= 0 (minor units)")
+    return LineItem(sku=_text(raw, "sku", where), quantity=quantity, unit_price=unit_price)
+
+
+# --------------------------------------------------------------------------------------
+# The saga's steps (names and message types are the wire contract)
+# --------------------------------------------------------------------------------------
+
+
+class StepKind(StrEnum):
+    COMPENSATABLE = "compensatable"
+    """Undone by its compensation if the saga turns around after (or during) it."""
+    PIVOT = "pivot"
+    """Once it succeeds the order is committed; compensated only if its outcome is unknown."""
+    RETRIABLE = "retriable"
+    """Retried with capped backoff until it succeeds; never compensated."""
+
+
+@dataclass(frozen=True)
+class StepDefinition:
+    name: str
+    service: str
+    kind: StepKind
+    command: str
+    success: str
+    rejection: str | None = None
+    compensation: str | None = None
+    compensation_reply: str | None = None
+    ids: tuple[str, ...] = ()
+    """Status keys of the ids the service returns for this step (e.g. ``chargeId``)."""
+    timeout_reason: str = ""
+    """The saga's reason when this step's retry budget runs out (its outcome is unknown)."""
+
+
+RESERVE = StepDefinition(
+    "reserve", "inventory", StepKind.COMPENSATABLE, "ReserveStock", "StockReserved",
+    rejection="StockRejected", compensation="ReleaseStock", compensation_reply="StockReleased",
+    ids=("reservationId",), timeout_reason="ReservationTimedOut",
+)
+PAY = StepDefinition(
+    "pay", "payment", StepKind.COMPENSATABLE, "ChargePayment", "PaymentCaptured",
+    rejection="PaymentDeclined", compensation="RefundPayment", compensation_reply="PaymentRefunded",
+    ids=("chargeId", "refundId"), timeout_reason="PaymentTimedOut",
+)
+SHIP = StepDefinition(
+    "ship", "shipping", StepKind.PIVOT, "CreateShipment", "ShipmentCreated",
+    rejection="ShipmentRejected", compensation="VoidShipment", compensation_reply="ShipmentVoided",
+    ids=("shipmentId", "trackingId"), timeout_reason="ShipmentTimedOut",
+)
+COMMIT = StepDefinition("commit", "inventory", StepKind.RETRIABLE, "CommitStock", "StockCommitted")
+NOTIFY = StepDefinition(
+    "notify", "notification", StepKind.RETRIABLE, "SendNotification", "NotificationSent",
+    ids=("notificationId",),
+)
+NOTIFY_FAILED = replace(NOTIFY, name="notify-failed")
+NOTIFY_CANCELLED = replace(NOTIFY, name="notify-cancelled")
+
+STEPS: Mapping[str, StepDefinition] = {
+    step.name: step
+    for step in (RESERVE, PAY, SHIP, COMMIT, NOTIFY, NOTIFY_FAILED, NOTIFY_CANCELLED)
+}
+"""Every step, in plan order (which is also the order of ``status.steps``)."""
+
+BEFORE_PIVOT = ("reserve", "pay", "ship")
+"""Run one at a time, in this order; so reverse order here is reverse order of completion."""
+AFTER_PIVOT = ("commit", "notify")
+"""Run in parallel in phase Completing."""
+
+TEMPLATES: Mapping[str, str] = {
+    "notify": "order-confirmed",
+    "notify-failed": "order-failed",
+    "notify-cancelled": "order-cancelled",
+}
+
+
+def idempotency_key(uid: str, step: str) -> str:
+    """The key of a step's forward command, its retries and its compensation."""
+    return f"{uid}:{step}"
+
+
+def _forward_payload(step: str, spec: OrderSpec) -> dict[str, Any]:
+    lines = [{"sku": item.sku, "quantity": item.quantity} for item in spec.items]
+    if step == "reserve":
+        return {"items": lines}
+    if step == "pay":
+        return {
+            "amount": spec.total,
+            "currency": spec.currency,
+            "token": spec.payment_token,
+            "customer": spec.customer.to_payload(),
+        }
+    if step == "ship":
+        return {"address": spec.shipping_address.to_payload(), "items": lines}
+    if step == "commit":
+        return {}
+    return {"template": TEMPLATES[step], "customer": spec.customer.to_payload()}
+
+
+# --------------------------------------------------------------------------------------
+# The saga log (becomes Order.status)
+# --------------------------------------------------------------------------------------
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    RESERVING = "Reserving"
+    PAYING = "Paying"
+    SHIPPING = "Shipping"
+    COMPLETING = "Completing"
+    COMPLETED = "Completed"
+    COMPENSATING = "Compensating"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+    COMPENSATION_FAILED = "CompensationFailed"
+
+
+TERMINAL_PHASES = frozenset(
+    {Phase.COMPLETED, Phase.FAILED, Phase.CANCELLED, Phase.COMPENSATION_FAILED}
+)
+_PHASE_OF_STEP = {"reserve": Phase.RESERVING, "pay": Phase.PAYING, "ship": Phase.SHIPPING}
+_PROGRESS_REASON = {
+    Phase.RESERVING: ("ReservingStock", "Reserving stock"),
+    Phase.PAYING: ("ChargingPayment", "Stock reserved; charging {money}"),
+    Phase.SHIPPING: ("CreatingShipment", "Payment captured; creating the shipment"),
+}
+
+
+class StepState(StrEnum):
+    PENDING = "Pending"
+    """Not started yet."""
+    IN_FLIGHT = "InFlight"
+    """Forward command sent (``attempts`` times); waiting for a reply until ``deadline``."""
+    SUCCEEDED = "Succeeded"
+    """The service confirmed the step."""
+    FAILED = "Failed"
+    """The service refused it (business rejection): nothing was applied, nothing to undo."""
+    COMPENSATING = "Compensating"
+    """Compensation sent (``compensationAttempts`` times), waiting until ``deadline``.
+    Reached from Succeeded, or straight from InFlight when the outcome is unknown."""
+    COMPENSATED = "Compensated"
+    """The service confirmed the undo (``compensationNoop``: there was nothing to undo)."""
+    COMPENSATION_FAILED = "CompensationFailed"
+    """The compensation's budget ran out; waits for a human and a Resume."""
+    SKIPPED = "Skipped"
+    """Never started because the saga turned around first."""
+
+
+_WAITING = frozenset({StepState.IN_FLIGHT, StepState.COMPENSATING})
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step's log entry."""
+
+    name: str
+    state: StepState = StepState.PENDING
+    attempts: int = 0
+    compensation_attempts: int = 0
+    started_at: datetime | None = None
+    """First forward send."""
+    sent_at: datetime | None = None
+    """Latest send of the command in flight (forward or compensation)."""
+    deadline: datetime | None = None
+    """When the command in flight counts as lost; None when nothing is in flight."""
+    finished_at: datetime | None = None
+    """When the forward action settled (succeeded, failed, or ran out of attempts)."""
+    last_error: str | None = None
+    reservation_id: str | None = None
+    charge_id: str | None = None
+    refund_id: str | None = None
+    shipment_id: str | None = None
+    tracking_id: str | None = None
+    notification_id: str | None = None
+    compensation_noop: bool | None = None
+
+    @property
+    def definition(self) -> StepDefinition:
+        return STEPS[self.name]
+
+    def service_id(self, key: str) -> str | None:
+        """An id the service returned, by its status key (``chargeId``, ...)."""
+        return {
+            "reservationId": self.reservation_id,
+            "chargeId": self.charge_id,
+            "refundId": self.refund_id,
+            "shipmentId": self.shipment_id,
+            "trackingId": self.tracking_id,
+            "notificationId": self.notification_id,
+        }[key]
+
+    @property
+    def waiting(self) -> bool:
+        """A command of this step is in flight."""
+        return self.state in _WAITING
+
+
+ConditionStatus: TypeAlias = Literal["True", "False", "Unknown"]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A Kubernetes-style condition; ``last_transition_time`` moves only with ``status``."""
+
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str
+    last_transition_time: datetime
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    time: datetime
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SagaState:
+    """The whole saga log of one Order; ``to_status()`` is what the Order's status holds."""
+
+    uid: str
+    spec: OrderSpec
+    phase: Phase = Phase.PENDING
+    reason: str = "Created"
+    message: str = "Waiting for the operator to start the saga"
+    cancel_requested: bool = False
+    steps: tuple[Step, ...] = ()
+    """The plan: the forward steps, plus notify-failed/-cancelled once the saga turns around."""
+    conditions: tuple[Condition, ...] = ()
+    timeline: tuple[TimelineEntry, ...] = ()
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @classmethod
+    def new(cls, uid: str, spec: OrderSpec) -> SagaState:
+        steps = tuple(Step(name) for name in BEFORE_PIVOT + AFTER_PIVOT)
+        return cls(uid=uid, spec=spec, steps=steps)
+
+    @property
+    def is_terminal(self) -> bool:
+        """Nothing more happens without a new input (for CompensationFailed: a Resume)."""
+        return self.phase in TERMINAL_PHASES
+
+    @property
+    def needs_repair(self) -> bool:
+        """CompensationFailed: keep the finalizer, alert, wait for a human and a Resume."""
+        return self.phase is Phase.COMPENSATION_FAILED
+
+    def has_step(self, name: str) -> bool:
+        return any(step.name == name for step in self.steps)
+
+    def step(self, name: str) -> Step:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    def with_step(self, step: Step) -> SagaState:
+        return replace(self, steps=tuple(step if s.name == step.name else s for s in self.steps))
+
+    def to_status(self) -> dict[str, Any]:
+        """The JSON for ``Order.status``.
+
+        Optional fields are written as ``null`` rather than left out, so that a
+        JSON merge patch of this dict also clears them; the apiserver drops
+        nulls on storage, and :meth:`from_status` reads absent and null alike.
+        """
+        return {
+            "phase": self.phase.value,
+            "reason": self.reason,
+            "message": self.message,
+            "total": self.spec.total,
+            "currency": self.spec.currency,
+            "cancelRequested": self.cancel_requested,
+            "startedAt": _time_or_none(self.started_at),
+            "finishedAt": _time_or_none(self.finished_at),
+            "steps": {step.name: _step_to_status(step) for step in self.steps},
+            "conditions": [_condition_to_status(c) for c in self.conditions],
+            "timeline": [
+                {"time": format_time(e.time), "reason": e.reason, "message": e.message}
+                for e in self.timeline
+            ],
+        }
+
+    @classmethod
+    def from_status(cls, uid: str, spec: OrderSpec, status: Mapping[str, Any] | None) -> SagaState:
+        """Rebuild the state from ``Order.status``; an empty status is a fresh saga.
+
+        Keys this module does not own (``observedGeneration``, ``total``, ...) are ignored.
+        """
+        if not status or status.get("phase") is None:
+            return cls.new(uid, spec)
+        steps = status.get("steps") or {}
+        unknown = set(steps) - set(STEPS)
+        if unknown:
+            raise ValueError(f"status.steps has unknown steps: {sorted(unknown)}")
+        plan = [name for name in STEPS if name in steps or name in BEFORE_PIVOT + AFTER_PIVOT]
+        return cls(
+            uid=uid,
+            spec=spec,
+            phase=Phase(status["phase"]),
+            reason=str(status.get("reason") or ""),
+            message=str(status.get("message") or ""),
+            cancel_requested=bool(status.get("cancelRequested", False)),
+            steps=tuple(_step_from_status(name, steps.get(name) or {}) for name in plan),
+            conditions=tuple(_condition_from_status(c) for c in status.get("conditions") or ()),
+            timeline=tuple(
+                TimelineEntry(parse_time(e["time"]), str(e["reason"]), str(e["message"]))
+                for e in status.get("timeline") or ()
+            ),
+            started_at=_parse_time_or_none(status.get("startedAt")),
+            finished_at=_parse_time_or_none(status.get("finishedAt")),
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Events in, decisions out
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Start:
+    """The Order was created (or seen for the first time): begin the saga."""
+
+    now: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reply:
+    """A service's answer, matched to its step by the idempotency key."""
+
+    message_type: str
+    idempotency_key: str
+    payload: Mapping[str, Any]
+    message_id: str
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passed: re-send what timed out, give up on what ran out of attempts."""
+
+    now: datetime
+
+
+@dataclass(frozen=True)
+class CancelRequested:
+    """``spec.cancel`` became true (the state also notices it on any event)."""
+
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """The Order is being deleted: a cancellation; the finalizer stays until terminal."""
+
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Recover:
+    """The operator (re)started: re-send every command the status says is in flight."""
+
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Resume:
+    """A human repaired what made a compensation fail: retry it with a fresh budget."""
+
+    now: datetime
+
+
+Event: TypeAlias = Start | Reply | Tick | CancelRequested | Deleted | Recover | Resume
+
+
+@dataclass(frozen=True)
+class Command:
+    """A message for a service; publish it only after the state holding it is written."""
+
+    step: str
+    service: str
+    message_type: str
+    idempotency_key: str
+    payload: dict[str, Any]
+    compensation: bool
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class Transition:
+    """Something worth a Kubernetes Event (and a ``status.timeline`` entry)."""
+
+    reason: str
+    message: str
+    type: Literal["Normal", "Warning"] = "Normal"
+    step: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: SagaState
+    commands: tuple[Command, ...] = ()
+    transitions: tuple[Transition, ...] = ()
+
+
+def decide(state: SagaState, event: Event, config: SagaConfig) -> Decision:
+    """Apply one event: the new state, the commands to publish after writing it, the Events."""
+    now = _utc(event.now)
+    # spec.cancel is level-triggered: whatever the event, a cancel the saga has not yet
+    # seen is handled first, so a missed CancelRequested is never lost.
+    decision = _cancel_from_spec(state, now, config)
+    decision = _then(decision, lambda current: _handle(current, event, now, config))
+    return _record_timeline(decision, now, config)
+
+
+def next_deadline(state: SagaState) -> datetime | None:
+    """When the operator should send the next Tick (None: nothing is waiting on time)."""
+    if state.is_terminal:
+        return None
+    deadlines = [step.deadline for step in state.steps if step.deadline is not None]
+    return min(deadlines, default=None)
+
+
+def _handle(state: SagaState, event: Event, now: datetime, config: SagaConfig) -> Decision:
+    match event:
+        case Start():
+            return _start(state, now, config)
+        case Reply():
+            return _on_reply(state, event, now, config)
+        case Tick():
+            return _on_tick(state, now, config)
+        case CancelRequested():
+            return _request_cancellation(
+                state, "CancellationRequested", "Cancellation requested", now, config
+            )
+        case Deleted():
+            return _request_cancellation(state, "DeletionRequested", "Order deleted", now, config)
+        case Recover():
+            return _recover(state, now, config)
+        case Resume():
+            return _resume(state, now, config)
+
+
+def _then(first: Decision, next_step: Callable[[SagaState], Decision]) -> Decision:
+    """Chain a decision about the state ``first`` produced onto ``first``."""
+    second = next_step(first.state)
+    return Decision(
+        second.state, first.commands + second.commands, first.transitions + second.transitions
+    )
+
+
+def _emit(
+    state: SagaState,
+    reason: str,
+    message: str,
+    type_: Literal["Normal", "Warning"] = "Normal",
+    step: str | None = None,
+) -> Decision:
+    return Decision(state, transitions=(Transition(reason, message, type_, step),))
+
+
+def _record_timeline(decision: Decision, now: datetime, config: SagaConfig) -> Decision:
+    if not decision.transitions:
+        return decision
+    entries = decision.state.timeline + tuple(
+        TimelineEntry(now, t.reason, t.message) for t in decision.transitions
+    )
+    kept = entries[-config.timeline_limit:] if config.timeline_limit else ()
+    return replace(decision, state=replace(decision.state, timeline=kept))
+
+
+# --------------------------------------------------------------------------------------
+# Forward path
+# --------------------------------------------------------------------------------------
+
+
+def _start(state: SagaState, now: datetime, config: SagaConfig) -> Decision:
+    if state.phase is not Phase.PENDING:
+        return Decision(state)  # a repeated Start changes nothing
+    started = replace(state, started_at=now)
+    decision = _emit(
+        started, "SagaStarted",
+        f"Order of {_money(state.spec.total, state.spec.currency)} started",
+        step="reserve",
+    )
+    return _then(decision, lambda s: _start_forward_step(s, "reserve", now, config))
+
+
+def _start_forward_step(state: SagaState, name: str, now: datetime, config: SagaConfig) -> Decision:
+    """Enter the phase of a step before the pivot and send its command."""
+    phase = _PHASE_OF_STEP[name]
+    reason, message = _PROGRESS_REASON[phase]
+    state = _enter_phase(state, phase, reason, message.format(
+        money=_money(state.spec.total, state.spec.currency)), now)
+    return _send_forward(state, name, now, config)
+
+
+def _send_forward(state: SagaState, name: str, now: datetime, config: SagaConfig) -> Decision:
+    """(Re-)send a step's forward command, recording the intent first."""
+    step = state.step(name)
+    attempt = step.attempts + 1
+    step = replace(
+        step,
+        state=StepState.IN_FLIGHT,
+        attempts=attempt,
+        started_at=step.started_at or now,
+        sent_at=now,
+        deadline=now + config.forward_wait(attempt),
+    )
+    return Decision(state.with_step(step), commands=(_command(state, step),))
+
+
+def _command(state: SagaState, step: Step) -> Command:
+    """The command a waiting step has in flight (the same on every re-send)."""
+    definition = step.definition
+    compensation = step.state is StepState.COMPENSATING
+    if compensation:
+        assert definition.compensation is not None
+        message_type, payload = definition.compensation, {}
+        attempt = step.compensation_attempts
+    else:
+        message_type, payload = definition.command, _forward_payload(step.name, state.spec)
+        attempt = step.attempts
+    return Command(
+        step=step.name,
+        service=definition.service,
+        message_type=message_type,
+        idempotency_key=idempotency_key(state.uid, step.name),
+        payload=payload,
+        compensation=compensation,
+        attempt=attempt,
+    )
+
+
+def _on_reply(state: SagaState, reply: Reply, now: datetime, config: SagaConfig) -> Decision:
+    """Apply a reply if its step still waits for exactly that; ignore it otherwise."""
+    uid, _, name = reply.idempotency_key.rpartition(":")
+    if uid != state.uid or not state.has_step(name):
+        return Decision(state)
+    step, definition = state.step(name), STEPS[name]
+    if step.state is StepState.IN_FLIGHT and reply.message_type == definition.success:
+        return _on_success(state, step, reply.payload, now, config)
+    if step.state is StepState.IN_FLIGHT and reply.message_type == definition.rejection:
+        return _on_rejection(state, step, reply.payload, now, config)
+    if (
+        step.state in (StepState.COMPENSATING, StepState.COMPENSATION_FAILED)
+        and reply.message_type == definition.compensation_reply
+    ):
+        return _on_compensated(state, step, reply.payload, now, config)
+    # Duplicates, replies to steps already settled, and late forward replies for a step
+    # being compensated (its compensation carries the same key and undoes it) land here.
+    return Decision(state)
+
+
+def _on_success(
+    state: SagaState, step: Step, payload: Mapping[str, Any], now: datetime, config: SagaConfig
+) -> Decision:
+    succeeded = replace(
+        _with_ids(step, payload),
+        state=StepState.SUCCEEDED, deadline=None, finished_at=now, last_error=None,
+    )
+    state = state.with_step(succeeded)
+    decision = _emit(state, step.definition.success, _success_message(state, succeeded),
+                     step=step.name)
+    if step.name == "reserve":
+        return _then(decision, lambda s: _start_forward_step(s, "pay", now, config))
+    if step.name == "pay":
+        return _then(decision, lambda s: _start_forward_step(s, "ship", now, config))
+    if step.name == "ship":
+        return _then(decision, lambda s: _pass_pivot(s, now, config))
+    if step.name in AFTER_PIVOT:
+        return _then(decision, lambda s: _complete_if_done(s, now))
+    return _then(decision, lambda s: _finish_turned_around(s, now))
+
+
+def _pass_pivot(state: SagaState, now: datetime, config: SagaConfig) -> Decision:
+    """The shipment exists: the order is committed, whatever is asked from now on."""
+    state = _enter_phase(
+        state, Phase.COMPLETING, "FinalizingOrder",
+        "Shipment created; committing stock and confirming the order", now,
+    )
+    decision = Decision(state)
+    if state.cancel_requested:
+        decision = _then(decision, lambda s: _refuse_cancellation(s, now))
+    for name in AFTER_PIVOT:
+        decision = _then(decision, partial(_send_forward, name=name, now=now, config=config))
+    return decision
+
+
+def _complete_if_done(state: SagaState, now: datetime) -> Decision:
+    if any(state.step(name).state is not StepState.SUCCEEDED for name in AFTER_PIVOT):
+        return Decision(state)
+    message = "Order completed: stock committed, shipment created, customer notified"
+    if state.cancel_requested:
+        message += "; the cancellation was refused because the shipment already existed"
+    state = _enter_phase(state, Phase.COMPLETED, "OrderCompleted", message, now)
+    return _emit(state, "OrderCompleted", message)
+
+
+# --------------------------------------------------------------------------------------
+# Turning around: business failures, exhausted retries, cancellations
+# --------------------------------------------------------------------------------------
+
+
+def _on_rejection(
+    state: SagaState, step: Step, payload: Mapping[str, Any], now: datetime, config: SagaConfig
+) -> Decision:
+    """The service refused: nothing was applied, so this step itself needs no undo."""
+    code = str(payload.get("reason") or "UNSPECIFIED")
+    detail = f"{code} ({payload['sku']})" if payload.get("sku") else code
+    failed = replace(step, state=StepState.FAILED, deadline=None, finished_at=now,
+                     last_error=detail)
+    state = state.with_step(failed)
+    message = f"{step.definition.command} rejected by {step.definition.service}: {detail}"
+    decision = _emit(state, step.definition.rejection or "StepRejected", message, "Warning",
+                     step.name)
+    cause, message = _failure_cause(state, _camel(code), message)
+    return _then(decision, lambda s: _turn_around(s, cause, message, None, now, config))
+
+
+def _turn_around(
+    state: SagaState,
+    cause: str,
+    message: str,
+    unknown_step: str | None,
+    now: datetime,
+    config: SagaConfig,
+) -> Decision:
+    """Stop going forward and undo, newest first.
+
+    ``unknown_step`` is the step that was in flight and whose outcome is unknown (it ran
+    out of attempts, or the order was cancelled while it was in flight): it is the newest,
+    so it is compensated first -- its compensation undoes it or leaves a tombstone.
+    The outcome is Cancelled if a cancellation was asked for before this point, else Failed.
+    """
+    outcome_step = "notify-cancelled" if state.cancel_requested else "notify-failed"
+    steps = (
+        *(replace(s, state=StepState.SKIPPED) if s.state is StepState.PENDING else s
+          for s in state.steps),
+        Step(outcome_step),
+    )
+    state = replace(state, steps=steps, started_at=state.started_at or now)
+    if unknown_step is not None:
+        state = state.with_step(replace(state.step(unknown_step), finished_at=now))
+    state = _enter_phase(state, Phase.COMPENSATING, cause, message, now)
+    undo = ([unknown_step] if unknown_step else []) + _to_compensate(state)
+    plan = ", ".join(STEPS[name].compensation or name for name in undo) or "nothing to undo"
+    decision = _emit(state, "CompensationStarted", f"{message}; compensating: {plan}", "Warning")
+    if unknown_step is not None:
+        return _then(decision, lambda s: _send_compensation(s, unknown_step, now, config))
+    return _then(decision, lambda s: _compensate_next(s, now, config))
+
+
+def _failure_cause(state: SagaState, cause: str, message: str) -> tuple[str, str]:
+    """A failure while a cancellation was pending (only possible while shipping) cancels."""
+    if state.cancel_requested:
+        return "CancellationRequested", f"Cancellation requested; meanwhile {message}"
+    return cause, message
+
+
+def _to_compensate(state: SagaState) -> list[str]:
+    """Succeeded steps still to undo, newest first (the pivot never: it commits the order)."""
+    return [
+        name for name in reversed(BEFORE_PIVOT)
+        if STEPS[name].kind is StepKind.COMPENSATABLE
+        and state.step(name).state is StepState.SUCCEEDED
+    ]
+
+
+def _compensate_next(state: SagaState, now: datetime, config: SagaConfig) -> Decision:
+    """One compensation at a time; when none is left, tell the customer."""
+    if any(step.state is StepState.COMPENSATING for step in state.steps):
+        return Decision(state)
+    remaining = _to_compensate(state)
+    if remaining:
+        return _send_compensation(state, remaining[0], now, config)
+    outcome_step = _outcome_step(state)
+    if state.step(outcome_step).state is not StepState.PENDING:
+        return Decision(state)
+    return _send_forward(state, outcome_step, now, config)
+
+
+def _send_compensation(state: SagaState, name: str, now: datetime, config: SagaConfig) -> Decision:
+    step = state.step(name)
+    attempt = step.compensation_attempts + 1
+    step = replace(
+        step,
+        state=StepState.COMPENSATING,
+        compensation_attempts=attempt,
+        sent_at=now,
+        deadline=now + config.compensation_wait(attempt),
+    )
+    return Decision(state.with_step(step), commands=(_command(state, step),))
+
+
+def _on_compensated(
+    state: SagaState, step: Step, payload: Mapping[str, Any], now: datetime, config: SagaConfig
+) -> Decision:
+    """A compensation was confirmed -- even one given up on, which heals CompensationFailed."""
+    noop = payload.get("noop")
+    compensated = replace(
+        _with_ids(step, payload),
+        state=StepState.COMPENSATED, deadline=None, last_error=None,
+        compensation_noop=noop if isinstance(noop, bool) else None,
+    )
+    state = state.with_step(compensated)
+    if state.phase is Phase.COMPENSATION_FAILED:
+        state = _resume_compensating(state, now)
+    decision = _emit(state, step.definition.compensation_reply or "StepCompensated",
+                     _compensated_message(state, compensated), step=step.name)
+    return _then(decision, lambda s: _compensate_next(s, now, config))
+
+
+def _finish_turned_around(state: SagaState, now: datetime) -> Decision:
+    """The customer has been told: the rolled-back order reaches its terminal phase."""
+    phase = Phase.CANCELLED if _outcome_step(state) == "notify-cancelled" else Phase.FAILED
+    state = _enter_phase(state, phase, state.reason, state.message, now)
+    return _emit(state, f"Order{phase.value}",
+                 f"{state.message}; every completed step was undone and the customer notified")
+
+
+def _outcome_step(state: SagaState) -> str:
+    return "notify-cancelled" if state.has_step("notify-cancelled") else "notify-failed"
+
+
+# --------------------------------------------------------------------------------------
+# Cancellation
+# --------------------------------------------------------------------------------------
+
+
+def _cancel_from_spec(state: SagaState, now: datetime, config: SagaConfig) -> Decision:
+    if state.spec.cancel and not state.cancel_requested:
+        return _request_cancellation(
+            state, "CancellationRequested", "spec.cancel set to true", now, config
+        )
+    return Decision(state)
+
+
+def _request_cancellation(
+    state: SagaState, cause: str, message: str, now: datetime, config: SagaConfig
+) -> Decision:
+    """Cancel before the pivot (compensating what is done); refuse it after the pivot."""
+    if state.cancel_requested or state.phase in (Phase.FAILED, Phase.CANCELLED):
+        return Decision(state)
+    if state.phase is Phase.COMPLETED and cause == "DeletionRequested":
+        return Decision(state)  # a finished order is simply removed
+    state = replace(state, cancel_requested=True)
+    if state.phase in (Phase.COMPLETING, Phase.COMPLETED):
+        return _refuse_cancellation(state, now)
+    if state.phase is Phase.SHIPPING:
+        # The shipment may be created any moment and must not be voided then; its reply
+        # decides: created -> refused, rejected or timed out -> Cancelled.
+        return _emit(state, "CancellationPending",
+                     f"{message}; waiting for the shipment's outcome: the order is cancelled "
+                     "only if no shipment is created", step="ship")
+    if state.phase in (Phase.COMPENSATING, Phase.COMPENSATION_FAILED):
+        return _emit(state, "CancellationNoted",
+                     f"{message}; the order is already being rolled back ({state.reason})")
+    in_flight = next((s for s in state.steps if s.state is StepState.IN_FLIGHT), None)
+    if in_flight is None:
+        return _turn_around(state, cause, message, None, now, config)
+    unknown = replace(in_flight, last_error=f"Cancelled while {in_flight.definition.command} "
+                      "was in flight; outcome unknown")
+    return _turn_around(state.with_step(unknown), cause, message, unknown.name, now, config)
+
+
+def _refuse_cancellation(state: SagaState, now: datetime) -> Decision:
+    message = "The shipment was already created, so the order can no longer be cancelled"
+    state = _set_condition(state, "CancellationRefused", "True", "PastPivot", message, now)
+    return _emit(state, "CancellationRefused", message, "Warning")
+
+
+# --------------------------------------------------------------------------------------
+# Time: retries, exhausted budgets; restart; repair
+# --------------------------------------------------------------------------------------
+
+
+def _on_tick(state: SagaState, now: datetime, config: SagaConfig) -> Decision:
+    if state.is_terminal:
+        return Decision(state)
+    due = [s.name for s in state.steps if s.deadline is not None and s.deadline <= now]
+    decision = Decision(state)
+    for name in due:
+        decision = _then(decision, partial(_on_deadline, name=name, now=now, config=config))
+    return decision
+
+
+def _on_deadline(state: SagaState, name: str, now: datetime, config: SagaConfig) -> Decision:
+    step = state.step(name)
+    if step.deadline is None or step.deadline > now:
+        return Decision(state)  # settled by an earlier part of this same tick
+    if step.state is StepState.COMPENSATING:
+        return _on_compensation_timeout(state, step, now, config)
+    definition = step.definition
+    waited = _duration(config.forward_wait(step.attempts))
+    lost = f"No reply to {definition.command} within {waited}"
+    if definition.kind is StepKind.RETRIABLE or step.attempts < config.max_attempts:
+        budget = "" if definition.kind is StepKind.RETRIABLE else f" of {config.max_attempts}"
+        retried = replace(step, last_error=lost)
+        decision = _emit(state.with_step(retried), "Retrying",
+                         f"{lost}; re-sending (attempt {step.attempts + 1}{budget})",
+                         "Warning", name)
+        return _then(decision, lambda s: _send_forward(s, name, now, config))
+    unknown = replace(step, last_error=f"No reply after {step.attempts} attempts; outcome unknown")
+    cause, message = _failure_cause(
+        state,
+        definition.timeout_reason,
+        f"{definition.command} got no reply after {step.attempts} attempts; outcome unknown",
+    )
+    return _turn_around(state.with_step(unknown), cause, message, name, now, config)
+
+
+def _on_compensation_timeout(
+    state: SagaState, step: Step, now: datetime, config: SagaConfig
+) -> Decision:
+    compensation = step.definition.compensation
+    waited = _duration(config.compensation_wait(step.compensation_attempts))
+    lost = f"No reply to {compensation} within {waited}"
+    if step.compensation_attempts < config.compensation_max_attempts:
+        decision = _emit(
+            state.with_step(replace(step, last_error=lost)), "CompensationRetrying",
+            f"{lost}; re-sending (attempt {step.compensation_attempts + 1} of "
+            f"{config.compensation_max_attempts})", "Warning", step.name,
+        )
+        return _then(decision, lambda s: _send_compensation(s, step.name, now, config))
+    message = (
+        f"{compensation} for step {step.name} got no reply after {step.compensation_attempts} "
+        f"attempts; repair the {step.definition.service} service, then resume the saga"
+    )
+    failed = replace(step, state=StepState.COMPENSATION_FAILED, deadline=None, last_error=lost)
+    state = _enter_phase(state.with_step(failed), Phase.COMPENSATION_FAILED,
+                         "CompensationFailed", message, now)
+    return _emit(state, "CompensationFailed", message, "Warning", step.name)
+
+
+def _recover(state: SagaState, now: datetime, config: SagaConfig) -> Decision:
+    """Re-send what is in flight; first apply overdue deadlines, so nothing goes out twice."""
+    ticked = _on_tick(state, now, config)
+    just_sent = {(c.idempotency_key, c.compensation) for c in ticked.commands}
+    resent = tuple(
+        command
+        for command in (_command(ticked.state, s) for s in ticked.state.steps if s.waiting)
+        if (command.idempotency_key, command.compensation) not in just_sent
+    )
+    if not resent:
+        return ticked
+    names = ", ".join(f"{c.message_type} ({c.step})" for c in resent)
+    recovered = _emit(ticked.state, "Recovered", f"Operator restarted; re-sent {names}")
+    return Decision(recovered.state, ticked.commands + resent,
+                    ticked.transitions + recovered.transitions)
+
+
+def _resume(state: SagaState, now: datetime, config: SagaConfig) -> Decision:
+    """After a human repair: the failed compensation gets a fresh budget and is re-sent."""
+    if state.phase is not Phase.COMPENSATION_FAILED:
+        return Decision(state)
+    failed = next(s for s in state.steps if s.state is StepState.COMPENSATION_FAILED)
+    state = _resume_compensating(state.with_step(replace(failed, compensation_attempts=0)), now)
+    decision = _emit(state, "CompensationResumed",
+                     f"Resumed by a human; re-sending {failed.definition.compensation}",
+                     step=failed.name)
+    return _then(decision, lambda s: _send_compensation(s, failed.name, now, config))
+
+
+def _resume_compensating(state: SagaState, now: datetime) -> SagaState:
+    """Back to Compensating with the original cause (kept by the Compensating condition)."""
+    cause = state.condition("Compensating")
+    reason, message = (cause.reason, cause.message) if cause else ("Compensating", "")
+    return _enter_phase(state, Phase.COMPENSATING, reason, message, now)
+
+
+# --------------------------------------------------------------------------------------
+# Phase and conditions
+# --------------------------------------------------------------------------------------
+
+
+def _enter_phase(
+    state: SagaState, phase: Phase, reason: str, message: str, now: datetime
+) -> SagaState:
+    """Set phase, reason and message, and the conditions that follow from them.
+
+    Ready is True only when Completed.  Compensating is True from the turnaround until
+    Failed/Cancelled -- also while stuck in CompensationFailed, and it keeps the original
+    cause, which is how a Resume restores it.  CompensationFailed is True only in that phase.
+    """
+    state = replace(
+        state, phase=phase, reason=reason, message=message,
+        finished_at=now if phase in TERMINAL_PHASES else None,
+    )
+    ready: ConditionStatus = "True" if phase is Phase.COMPLETED else "False"
+    state = _set_condition(state, "Ready", ready, reason, message, now)
+    if phase is Phase.COMPENSATING:
+        state = _set_condition(state, "Compensating", "True", reason, message, now)
+    elif phase in (Phase.FAILED, Phase.CANCELLED):
+        state = _set_condition(state, "Compensating", "False", "Compensated",
+                               "Every completed step was undone", now)
+    if phase is Phase.COMPENSATION_FAILED:
+        state = _set_condition(state, "CompensationFailed", "True", reason, message, now)
+    elif state.condition("CompensationFailed") is not None:
+        state = _set_condition(state, "CompensationFailed", "False", "CompensationResumed",
+                               "The failed compensation went through", now)
+    return state
+
+
+def _set_condition(
+    state: SagaState,
+    type_: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    now: datetime,
+) -> SagaState:
+    old = state.condition(type_)
+    if old is None:
+        return replace(
+            state, conditions=(*state.conditions, Condition(type_, status, reason, message, now))
+        )
+    since = old.last_transition_time if old.status == status else now
+    new = Condition(type_, status, reason, message, since)
+    return replace(state, conditions=tuple(new if c.type == type_ else c for c in state.conditions))
+
+
+# --------------------------------------------------------------------------------------
+# Small helpers: ids, messages, time, (de)serialisation
+# --------------------------------------------------------------------------------------
+
+
+def _with_ids(step: Step, payload: Mapping[str, Any]) -> Step:
+    """Copy the ids this step's service returns (chargeId, ...) from a reply payload."""
+    found = {key: str(payload[key]) for key in step.definition.ids if payload.get(key) is not None}
+    if not found:
+        return step
+    return replace(
+        step,
+        reservation_id=found.get("reservationId", step.reservation_id),
+        charge_id=found.get("chargeId", step.charge_id),
+        refund_id=found.get("refundId", step.refund_id),
+        shipment_id=found.get("shipmentId", step.shipment_id),
+        tracking_id=found.get("trackingId", step.tracking_id),
+        notification_id=found.get("notificationId", step.notification_id),
+    )
+
+
+def _success_message(state: SagaState, step: Step) -> str:
+    money = _money(state.spec.total, state.spec.currency)
+    messages = {
+        "reserve": f"Reserved {sum(i.quantity for i in state.spec.items)} unit(s) "
+                   f"(reservation {step.reservation_id})",
+        "pay": f"Captured {money} (charge {step.charge_id})",
+        "ship": f"Shipment {step.shipment_id} created (tracking {step.tracking_id}); "
+                "the order is committed",
+        "commit": "Reserved stock committed",
+    }
+    return messages.get(step.name, f"Sent the {TEMPLATES.get(step.name)} notification "
+                                   f"({step.notification_id})")
+
+
+def _compensated_message(state: SagaState, step: Step) -> str:
+    if step.compensation_noop:
+        return (f"{step.definition.compensation}: nothing to undo; a tombstone now refuses a "
+                f"late {step.definition.command}")
+    messages = {
+        "reserve": "Released the reserved stock",
+        "pay": f"Refunded {_money(state.spec.total, state.spec.currency)} "
+               f"(refund {step.refund_id})",
+        "ship": "Voided the shipment",
+    }
+    return messages[step.name]
+
+
+_ZERO_DECIMAL_CURRENCIES = frozenset({"JPY", "KRW", "VND", "CLP", "ISK"})
+
+
+def _money(amount: int, currency: str) -> str:
+    if currency in _ZERO_DECIMAL_CURRENCIES:
+        return f"{amount} {currency}"
+    return f"{amount // 100}.{amount % 100:02d} {currency}"
+
+
+def _camel(code: str) -> str:
+    """OUT_OF_STOCK -> OutOfStock: a Kubernetes-style reason from a service's reason code."""
+    words = "".join(c if c.isalnum() else " " for c in code).split()
+    return "".join(word.capitalize() for word in words) or "Unspecified"
+
+
+def _duration(delta: timedelta) -> str:
+    return f"{delta.total_seconds():g}s"
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("event times must be timezone-aware (UTC)")
+    return moment.astimezone(UTC)
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with a 'Z' (microseconds only when present, so round-trips are exact)."""
+    moment = moment.astimezone(UTC)
+    fraction = f".{moment.microsecond:06d}" if moment.microsecond else ""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"
+
+
+def parse_time(text: str) -> datetime:
+    return _utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+def _time_or_none(moment: datetime | None) -> str | None:
+    return None if moment is None else format_time(moment)
+
+
+def _parse_time_or_none(text: Any) -> datetime | None:
+    return None if text is None else parse_time(str(text))
+
+
+def _step_to_status(step: Step) -> dict[str, Any]:
+    definition = step.definition
+    status: dict[str, Any] = {"state": step.state.value, "attempts": step.attempts}
+    if definition.compensation is not None:
+        status["compensationAttempts"] = step.compensation_attempts
+    status.update(
+        startedAt=_time_or_none(step.started_at),
+        sentAt=_time_or_none(step.sent_at),
+        deadline=_time_or_none(step.deadline),
+        finishedAt=_time_or_none(step.finished_at),
+        lastError=step.last_error,
+    )
+    for key in definition.ids:
+        status[key] = step.service_id(key)
+    if definition.compensation is not None:
+        status["compensationNoop"] = step.compensation_noop
+    return status
+
+
+def _step_from_status(name: str, status: Mapping[str, Any]) -> Step:
+    noop = status.get("compensationNoop")
+    step = Step(
+        name=name,
+        state=StepState(status.get("state") or StepState.PENDING.value),
+        attempts=int(status.get("attempts") or 0),
+        compensation_attempts=int(status.get("compensationAttempts") or 0),
+        started_at=_parse_time_or_none(status.get("startedAt")),
+        sent_at=_parse_time_or_none(status.get("sentAt")),
+        deadline=_parse_time_or_none(status.get("deadline")),
+        finished_at=_parse_time_or_none(status.get("finishedAt")),
+        last_error=None if status.get("lastError") is None else str(status["lastError"]),
+        compensation_noop=noop if isinstance(noop, bool) else None,
+    )
+    return _with_ids(step, status)
+
+
+def _condition_to_status(condition: Condition) -> dict[str, Any]:
+    return {
+        "type": condition.type,
+        "status": condition.status,
+        "reason": condition.reason,
+        "message": condition.message,
+        "lastTransitionTime": format_time(condition.last_transition_time),
+    }
+
+
+def _condition_from_status(status: Mapping[str, Any]) -> Condition:
+    value = status.get("status")
+    if value not in ("True", "False", "Unknown"):
+        raise ValueError(f"condition {status.get('type')!r} has invalid status {value!r}")
+    return Condition(
+        type=str(status["type"]),
+        status=value,
+        reason=str(status.get("reason") or ""),
+        message=str(status.get("message") or ""),
+        last_transition_time=parse_time(str(status["lastTransitionTime"])),
+    )
+
+
+__all__ = [
+    "AFTER_PIVOT",
+    "BEFORE_PIVOT",
+    "STEPS",
+    "TEMPLATES",
+    "TERMINAL_PHASES",
+    "Address",
+    "CancelRequested",
+    "Command",
+    "Condition",
+    "Customer",
+    "Decision",
+    "Deleted",
+    "Event",
+    "InvalidOrderSpec",
+    "LineItem",
+    "OrderSpec",
+    "Phase",
+    "Recover",
+    "Reply",
+    "Resume",
+    "SagaConfig",
+    "SagaState",
+    "Start",
+    "Step",
+    "StepDefinition",
+    "StepKind",
+    "StepState",
+    "Tick",
+    "TimelineEntry",
+    "Transition",
+    "decide",
+    "format_time",
+    "idempotency_key",
+    "next_deadline",
+    "parse_time",
+]
