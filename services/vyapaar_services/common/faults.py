@@ -1,0 +1,80 @@
+"""Fault injection for simulated external processors (payment processor, carrier).
+
+Configured by ``VYAPAAR_FAULT_ERROR_RATE`` (0..1) and ``VYAPAAR_FAULT_LATENCY_MS`` and
+changeable at run time with ``PUT /admin/faults {"errorRate": 0.2, "latencyMs": 50}``
+(``GET /admin/faults`` shows the current values). An injected error raises
+:class:`InjectedFault`, a TRANSIENT failure: the message goes through the delayed-retry
+path, it is not a business decline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Annotated, Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from vyapaar_services.common import metrics
+from vyapaar_services.common.http import json_response, read_json
+from vyapaar_services.messaging.consumer import TransientError
+
+__all__ = ["FaultInjector", "InjectedFault", "add_fault_routes"]
+
+
+class InjectedFault(TransientError):
+    """A simulated transient failure of an external processor."""
+
+
+class FaultSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    error_rate: Annotated[float, Field(alias="errorRate", ge=0.0, le=1.0)] = 0.0
+    latency_ms: Annotated[StrictInt, Field(alias="latencyMs", ge=0, le=60_000)] = 0
+
+
+class FaultInjector:
+    def __init__(
+        self,
+        service: str,
+        error_rate: float = 0.0,
+        latency_ms: int = 0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.service = service
+        self.settings = FaultSettings(error_rate=error_rate, latency_ms=latency_ms)
+        self.rng = rng or random.Random()
+
+    def configure(self, error_rate: float, latency_ms: int) -> None:
+        self.settings = FaultSettings(error_rate=error_rate, latency_ms=latency_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.settings.model_dump(by_alias=True)
+
+    async def call(self, operation: str) -> None:
+        """Apply the configured latency, then fail with the configured probability."""
+        settings = self.settings
+        if settings.latency_ms:
+            await asyncio.sleep(settings.latency_ms / 1000)
+        if settings.error_rate and self.rng.random() < settings.error_rate:
+            metrics.PROCESSOR_CALLS.labels(self.service, operation, "injected_error").inc()
+            raise InjectedFault(f"injected {operation} failure (errorRate={settings.error_rate})")
+
+
+FAULTS_KEY = web.AppKey("vyapaar_faults", FaultInjector)
+
+
+def add_fault_routes(app: web.Application, injector: FaultInjector) -> None:
+    app[FAULTS_KEY] = injector
+
+    async def get_faults(_request: web.Request) -> web.Response:
+        return json_response(injector.to_dict())
+
+    async def put_faults(request: web.Request) -> web.Response:
+        body = await read_json(request, FaultSettings)
+        injector.configure(body.error_rate, body.latency_ms)
+        return json_response(injector.to_dict())
+
+    app.router.add_get("/admin/faults", get_faults)
+    app.router.add_put("/admin/faults", put_faults)

@@ -1,0 +1,1 @@
+"""Shared SQL migrations (inbox, idempotency, outbox)."""

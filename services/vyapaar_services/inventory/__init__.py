@@ -1,0 +1,1 @@
+"""Inventory service: stock per SKU and reservations; see :mod:`.app` and :mod:`.handlers`."""

@@ -1,0 +1,75 @@
+"""RabbitMQ messaging: envelope, topology, publisher (confirms), consumer (retries, DLQ).
+
+Public API (import from here)::
+
+    from vyapaar_services.messaging import (
+        Envelope, Publisher, Consumer, PermanentError, Topology, declare_topology,
+    )
+"""
+
+from vyapaar_services.messaging.consumer import (
+    ATTEMPT_HEADER,
+    DEAD_LETTER_REASON_HEADER,
+    ERROR_HEADER,
+    FAILED_AT_HEADER,
+    ORIGINAL_QUEUE_HEADER,
+    Consumer,
+    Handler,
+    PermanentError,
+    TransientError,
+)
+from vyapaar_services.messaging.envelope import (
+    Envelope,
+    EnvelopeError,
+    new_span_id,
+    new_trace_id,
+    new_traceparent,
+)
+from vyapaar_services.messaging.publisher import Publisher, PublishFailed
+from vyapaar_services.messaging.topology import (
+    COMMANDS_EXCHANGE,
+    DEFAULT_RETRY_DELAYS,
+    EVENTS_EXCHANGE,
+    REPLIES_QUEUE,
+    Topology,
+    declare_consumer_queue,
+    declare_exchanges,
+    declare_retry_queues,
+    declare_topology,
+    delete_topology,
+    dlq_name,
+    queue_depth,
+    retry_queue_name,
+)
+
+__all__ = [
+    "ATTEMPT_HEADER",
+    "COMMANDS_EXCHANGE",
+    "DEAD_LETTER_REASON_HEADER",
+    "DEFAULT_RETRY_DELAYS",
+    "ERROR_HEADER",
+    "EVENTS_EXCHANGE",
+    "FAILED_AT_HEADER",
+    "ORIGINAL_QUEUE_HEADER",
+    "REPLIES_QUEUE",
+    "Consumer",
+    "Envelope",
+    "EnvelopeError",
+    "Handler",
+    "PermanentError",
+    "PublishFailed",
+    "Publisher",
+    "Topology",
+    "TransientError",
+    "declare_consumer_queue",
+    "declare_exchanges",
+    "declare_retry_queues",
+    "declare_topology",
+    "delete_topology",
+    "dlq_name",
+    "new_span_id",
+    "new_trace_id",
+    "new_traceparent",
+    "queue_depth",
+    "retry_queue_name",
+]

@@ -1,0 +1,1 @@
+"""Notification service: records customer messages; see :mod:`.app` and :mod:`.handlers`."""

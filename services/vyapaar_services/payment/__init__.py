@@ -1,0 +1,1 @@
+"""Payment service: ledger and simulated processor; see :mod:`.app` and :mod:`.handlers`."""

@@ -1,0 +1,1 @@
+"""Shipping service: shipments and a simulated carrier; see :mod:`.app` and :mod:`.handlers`."""

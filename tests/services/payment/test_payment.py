@@ -1,0 +1,238 @@
+"""Payment service, end to end: charges and refunds over RabbitMQ, the ledger in
+PostgreSQL, replies through the outbox; deterministic tokens and fault injection."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from vyapaar_services import contracts
+from vyapaar_services.messaging import Envelope, Publisher, Topology, dlq
+from vyapaar_services.payment.app import create_app
+
+CUSTOMER = contracts.Customer(id="cust-1", email="asha@example.com", name="Asha")
+
+
+def new_order() -> str:
+    return str(uuid.uuid4())
+
+
+def charge(uid: str, amount: int = 2599, token: str = "tok_visa") -> Envelope:
+    return Envelope.create(
+        contracts.ChargePayment(amount=amount, currency="INR", token=token, customer=CUSTOMER),
+        correlation_id=uid,
+        subject="shop/order",
+        idempotency_key=contracts.idempotency_key(uid, "pay"),
+    )
+
+
+def refund(uid: str) -> Envelope:
+    return Envelope.create(
+        contracts.RefundPayment(),
+        correlation_id=uid,
+        subject="shop/order",
+        idempotency_key=contracts.idempotency_key(uid, "pay"),  # same key as the charge
+    )
+
+
+def retried(envelope: Envelope) -> Envelope:
+    return envelope.model_copy(update={"id": str(uuid.uuid4())})
+
+
+@pytest.fixture(scope="module")
+async def payment(service_runner: Any) -> Any:
+    return await service_runner(create_app, "payment")
+
+
+async def ledger(payment: Any, uid: str) -> dict[str, Any]:
+    response = await payment.client.get("/api/v1/ledger", params={"order": uid})
+    assert response.status == 200
+    body: dict[str, Any] = await response.json()
+    return body
+
+
+async def test_a_charge_is_captured_once_in_the_ledger(
+    payment: Any, publisher: Publisher, replies: Any
+) -> None:
+    uid = new_order()
+    cmd = charge(uid, amount=2599)
+
+    await publisher.send_command(cmd)
+
+    [reply] = await replies.wait(uid)
+    assert reply.type == "PaymentCaptured"
+    assert reply.causation_id == cmd.id
+    assert reply.payload["amount"] == 2599
+    assert reply.payload["currency"] == "INR"
+    book = await ledger(payment, uid)
+    [entry] = book["entries"]
+    assert entry["kind"] == "charge"
+    assert entry["id"] == reply.payload["chargeId"]
+    assert book["totals"] == {"INR": {"charged": 2599, "refunded": 0, "net": 2599}}
+
+
+async def test_a_redelivered_or_retried_charge_never_charges_twice(
+    payment: Any, publisher: Publisher, replies: Any
+) -> None:
+    uid = new_order()
+    cmd = charge(uid)
+    await publisher.send_command(cmd)
+    await replies.wait(uid, 1)
+
+    await publisher.send_command(cmd)  # same message id
+    await publisher.send_command(retried(cmd))  # new message id, same key
+    await publisher.send_command(retried(cmd))
+
+    results = await replies.wait(uid, 4)
+    assert {r.id for r in results} == {results[0].id}  # the original reply each time
+    assert len((await ledger(payment, uid))["entries"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [("tok_decline", "CARD_DECLINED"), ("tok_insufficient_funds", "INSUFFICIENT_FUNDS")],
+)
+async def test_test_tokens_decline_deterministically_and_move_no_money(
+    payment: Any, publisher: Publisher, replies: Any, token: str, reason: str
+) -> None:
+    uid = new_order()
+    await publisher.send_command(charge(uid, token=token))
+    [reply] = await replies.wait(uid)
+    assert reply.type == "PaymentDeclined"
+    assert reply.payload == {"reason": reason}
+    book = await ledger(payment, uid)
+    assert book["entries"] == []
+    assert book["payments"][0]["status"] == "declined"
+
+
+async def test_a_refund_returns_the_whole_capture_and_is_idempotent(
+    payment: Any, publisher: Publisher, replies: Any
+) -> None:
+    uid = new_order()
+    await publisher.send_command(charge(uid, amount=1000))
+    await replies.wait(uid, 1)
+
+    undo = refund(uid)
+    await publisher.send_command(undo)
+    await publisher.send_command(retried(undo))
+
+    _, refunded, again = await replies.wait(uid, 3)
+    assert refunded.type == "PaymentRefunded"
+    assert refunded.payload["amount"] == 1000
+    assert refunded.payload["noop"] is False
+    assert refunded.payload["refundId"].startswith("re_")
+    assert again.id == refunded.id
+    book = await ledger(payment, uid)
+    assert sorted(e["kind"] for e in book["entries"]) == ["charge", "refund"]
+    assert book["totals"]["INR"] == {"charged": 1000, "refunded": 1000, "net": 0}
+
+
+async def test_a_refund_before_any_charge_is_a_noop_and_the_late_charge_is_refused(
+    payment: Any, publisher: Publisher, replies: Any
+) -> None:
+    uid = new_order()
+    await publisher.send_command(refund(uid))
+    [refunded] = await replies.wait(uid)
+    assert refunded.payload == {"refundId": None, "amount": 0, "noop": True}
+
+    await publisher.send_command(charge(uid))
+    _, refused = await replies.wait(uid, 2)
+    assert refused.type == "PaymentDeclined"
+    assert refused.payload == {"reason": "ALREADY_COMPENSATED"}
+    book = await ledger(payment, uid)
+    assert book["entries"] == []
+    assert [p["status"] for p in book["payments"]] == ["tombstone"]
+
+
+async def test_a_refund_of_a_declined_charge_is_a_noop(
+    payment: Any, publisher: Publisher, replies: Any
+) -> None:
+    uid = new_order()
+    await publisher.send_command(charge(uid, token="tok_decline"))
+    await replies.wait(uid, 1)
+    await publisher.send_command(refund(uid))
+    _, refunded = await replies.wait(uid, 2)
+    assert refunded.payload == {"refundId": None, "amount": 0, "noop": True}
+
+
+async def test_an_injected_processor_error_is_transient_retried_then_redrivable(
+    payment: Any,
+    publisher: Publisher,
+    replies: Any,
+    topology: Topology,
+    amqp_connection: Any,
+    wait_until: Any,
+) -> None:
+    client = payment.client
+    response = await client.put("/admin/faults", json={"errorRate": 1.0, "latencyMs": 0})
+    assert await response.json() == {"errorRate": 1.0, "latencyMs": 0}
+    queue = topology.command_queue("payment")
+    uid = new_order()
+    cmd = charge(uid)
+    try:
+        await publisher.send_command(cmd)
+
+        async def dead_lettered() -> bool:
+            return await dlq.show_message(amqp_connection, queue, cmd.id) is not None
+
+        await wait_until(dead_lettered, within=15)  # after every delay tier
+    finally:
+        await client.put("/admin/faults", json={"errorRate": 0.0, "latencyMs": 0})
+
+    shown = await dlq.show_message(amqp_connection, queue, cmd.id)
+    assert shown is not None
+    assert shown.reason == "exhausted"
+    assert shown.attempts == 3
+    assert "InjectedFault" in (shown.error or "")
+    assert replies.for_order(uid) == []  # a processor error is not a decline
+    assert (await ledger(payment, uid))["payments"] == []
+
+    assert await dlq.redrive(amqp_connection, queue, [cmd.id]) == 1
+    [captured] = await replies.wait(uid)
+    assert captured.type == "PaymentCaptured"
+    assert len((await ledger(payment, uid))["entries"]) == 1
+
+
+async def test_latency_injection_slows_the_processor(
+    payment: Any, publisher: Publisher, replies: Any
+) -> None:
+    await payment.client.put("/admin/faults", json={"errorRate": 0, "latencyMs": 300})
+    try:
+        uid = new_order()
+        started = asyncio.get_running_loop().time()
+        await publisher.send_command(charge(uid))
+        await replies.wait(uid)
+        assert asyncio.get_running_loop().time() - started >= 0.3
+    finally:
+        await payment.client.put("/admin/faults", json={"errorRate": 0, "latencyMs": 0})
+
+
+async def test_fault_settings_are_validated(payment: Any) -> None:
+    for body in ({"errorRate": 1.5}, {"latencyMs": -1}, {"errorRate": 0.1, "chaos": True}):
+        response = await payment.client.put("/admin/faults", json=body)
+        assert response.status == 422
+        assert response.content_type == "application/problem+json"
+    assert await (await payment.client.get("/admin/faults")).json() == {
+        "errorRate": 0.0,
+        "latencyMs": 0,
+    }
+
+
+async def test_a_charge_that_breaks_the_contract_is_poison_and_changes_nothing(
+    payment: Any, publisher: Publisher, topology: Topology, amqp_connection: Any, wait_until: Any
+) -> None:
+    uid = new_order()
+    bad = charge(uid).model_copy(update={"payload": {"amount": 0, "currency": "INR"}})
+    await publisher.send_command(bad)
+    queue = topology.command_queue("payment")
+
+    async def dead_lettered() -> bool:
+        return await dlq.show_message(amqp_connection, queue, bad.id) is not None
+
+    await wait_until(dead_lettered)
+    shown = await dlq.show_message(amqp_connection, queue, bad.id)
+    assert shown is not None
+    assert shown.reason == "poison"
+    assert (await ledger(payment, uid))["payments"] == []
