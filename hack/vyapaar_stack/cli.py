@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     stack_cmds.add_parser("env", help="print the environment to use the stack")
 
     commands.add_parser("demo", help="bring up the whole system and run the sample orders")
+
+    from vyapaar_services.messaging import dlq
+
+    dlq.add_arguments(commands)
     return parser
 
 
@@ -117,6 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return run_demo(config)
+        if args.command == "dlq":
+            from vyapaar_services.messaging import dlq
+
+            if not args.amqp_url:
+                args.amqp_url = config.amqp_url  # the local stack's broker
+            return dlq.run(args)
         elif args.command == "stack":
             if args.action == "up":
                 stack_up(config, args.only)

@@ -130,8 +130,8 @@ class SagaEngine:
     async def _ensure_finalizer(
         self, obj: dict[str, Any], state: saga.SagaState
     ) -> dict[str, Any]:
-        """Hold the finalizer while the saga runs; drop it once the saga is terminal."""
-        wanted = not state.is_terminal
+        """Hold the finalizer while the saga runs or awaits repair; drop it once it is done."""
+        wanted = not state.is_terminal or state.needs_repair
         if has_finalizer(obj) != wanted:
             if wanted and obj["metadata"].get("deletionTimestamp"):
                 return obj  # a finalizer cannot be added to an object being deleted
@@ -151,8 +151,7 @@ class SagaEngine:
         metrics.track_phase(ref, state.phase)
         if state.is_terminal:
             self.deadlines.forget(ref)
-            if not has_finalizer(dict(obj)):
-                metrics.forget(ref)
+            metrics.forget(ref)
         else:
             self.deadlines.set(ref, saga.next_deadline(state))
 

@@ -30,16 +30,15 @@ def implied_event(
     spec = obj.get("spec", {})
     if not (obj.get("status") or {}).get("phase"):
         return saga.Start(now=now)
-    if state.is_terminal:
-        if state.phase == "CompensationFailed" and RESUME_ANNOTATION in (
-            meta.get("annotations") or {}
-        ):
-            return saga.Resume(now=now)
-        return None
-    if meta.get("deletionTimestamp") and not state.cancel_requested:
+    if state.phase == saga.Phase.COMPENSATION_FAILED and RESUME_ANNOTATION in (
+        meta.get("annotations") or {}
+    ):
+        return saga.Resume(now=now)
+    if meta.get("deletionTimestamp") and not state.cancel_requested and not state.is_terminal:
         return saga.Deleted(now=now)
     if spec.get("cancel") and not state.cancel_requested:
+        # Also after the saga finished: a Completed order records the refusal.
         return saga.CancelRequested(now=now)
-    if first_sight:
+    if first_sight and not state.is_terminal:
         return saga.Recover(now=now)
     return None
