@@ -19,9 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import StackConfig
+from .config import REPO_ROOT, StackConfig
 from .processes import Process, StackError, port_open, wait_until
 
+RULES_DIR = REPO_ROOT / "manifests" / "prometheus" / "rules"
 POSTGRES_BIN = Path(os.environ.get("VYAPAAR_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
 RABBITMQ_BIN = Path(os.environ.get("VYAPAAR_RABBITMQ_BIN", "/usr/lib/rabbitmq/bin"))
 
@@ -317,6 +318,7 @@ def _start_prometheus(config: StackConfig) -> None:
         json.dumps(
             {
                 "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+                "rule_files": [str(RULES_DIR / "*.yaml")],
                 "scrape_configs": [
                     {
                         "job_name": "vyapaar",
@@ -332,6 +334,9 @@ def _start_prometheus(config: StackConfig) -> None:
             indent=2,
         )
     )
+    if proc.is_running():
+        reload_prometheus(config)  # picks up the new configuration and rule files
+        return
     proc.start(
         [
             "prometheus",
@@ -342,6 +347,13 @@ def _start_prometheus(config: StackConfig) -> None:
             "--log.level=warn",
         ],
     )
+
+
+def reload_prometheus(config: StackConfig) -> None:
+    """Re-read configuration and rules (Prometheus runs with --web.enable-lifecycle)."""
+    request = urllib.request.Request(f"{config.prometheus_url}/-/reload", method="POST")
+    with urllib.request.urlopen(request, timeout=10):
+        pass
 
 
 def _prometheus_ready(config: StackConfig) -> bool:

@@ -116,14 +116,11 @@ class SagaEngine:
         changed = new_status != (obj.get("status") or {})
         if changed:
             obj = await self.store.replace_status(obj, new_status)
-        if isinstance(event, saga.Reply):
-            metrics.REPLIES.labels(event.message_type, "applied" if changed else "ignored").inc()
+        metrics.observe_decision(state, event, decision, changed=changed)
         for command in decision.commands:
             await self._publish(obj, command)
         for transition in decision.transitions:
             await self.recorder.record(obj, transition)
-        if decision.state.is_terminal and not state.is_terminal:
-            metrics.observe_finished(decision.state)
         self._track(obj, decision.state)
         return decision.state
 

@@ -70,6 +70,15 @@ def _parse(ts: str | None) -> datetime | None:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")) if ts else None
 
 
+def observe_decision(before: saga.SagaState, event: saga.Event, decision: saga.Decision,
+                     *, changed: bool) -> None:
+    """Everything the metrics learn from one applied decision (the engine's only hook)."""
+    if isinstance(event, saga.Reply):
+        REPLIES.labels(event.message_type, "applied" if changed else "ignored").inc()
+    if decision.state.is_terminal and not before.is_terminal:
+        observe_finished(decision.state)
+
+
 def observe_finished(state: saga.SagaState) -> None:
     ORDERS_FINISHED.labels(state.phase).inc()
     status = state.to_status()

@@ -14,9 +14,14 @@ import aio_pika
 import aiohttp
 from vyapaar_services.messaging.envelope import Envelope
 from vyapaar_services.messaging.topology import EVENTS_EXCHANGE, REPLIES_QUEUE, dlq_name
-
-from .conftest import System, get_order, order_manifest
-from .test_order_outcomes import ledger_kinds, records, stock
+from vyapaar_stack.testing import (
+    System,
+    get_order,
+    ledger_kinds,
+    order_manifest,
+    records,
+    stock,
+)
 
 
 async def set_faults(http: aiohttp.ClientSession, system: System, service: str,
@@ -50,7 +55,7 @@ async def test_sigkill_of_the_operator_mid_saga_loses_nothing_and_doubles_nothin
         await set_faults(http, running_system, "payment", latencyMs=0)
 
     for i in range(orders):
-        assert (await wait_for_phase(f"k{i}", timeout=120))["status"]["phase"] == "Completed"
+        assert (await wait_for_phase(f"k{i}", within=120))["status"]["phase"] == "Completed"
     for uid in uids:
         effects = await records(http, running_system, uid)
         assert ledger_kinds(effects) == [("charge", 100)]

@@ -6,31 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-
-from .conftest import System, order_manifest
-
-
-async def records(http: aiohttp.ClientSession, system: System, uid: str) -> dict[str, Any]:
-    """What every service holds about one order."""
-    out: dict[str, Any] = {}
-    for service, path in (("inventory", "reservations"), ("payment", "ledger"),
-                          ("shipping", "shipments"), ("notification", "notifications")):
-        async with http.get(f"{system.url(service)}/api/v1/{path}",
-                            params={"order": uid}) as resp:
-            assert resp.status == 200, await resp.text()
-            out[service] = await resp.json()
-    return out
-
-
-async def stock(http: aiohttp.ClientSession, system: System, sku: str) -> dict[str, int]:
-    async with http.get(f"{system.url('inventory')}/api/v1/stock/{sku}") as resp:
-        assert resp.status == 200
-        data = await resp.json()
-    return {k: int(data[k]) for k in ("available", "held", "committed")}
-
-
-def ledger_kinds(effects: dict[str, Any]) -> list[tuple[str, int]]:
-    return sorted((e["kind"], e["amount"]) for e in effects["payment"]["entries"])
+from vyapaar_stack.testing import System, ledger_kinds, order_manifest, records, stock
 
 
 def templates(effects: dict[str, Any]) -> list[str]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from vyapaar_stack import demo
-
-from .conftest import System
+from vyapaar_stack.testing import System
 
 
 def test_every_sample_reaches_its_expected_phase(running_system: System, kubectl: Any) -> None:

@@ -1,0 +1,90 @@
+"""Helpers for end-to-end specs: the running system, Order manifests, service records."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import aiohttp
+
+from . import system
+from .config import StackConfig
+from .processes import Process
+
+#: Fast deadlines so timeouts and retries show up within a test's patience.
+OPERATOR_ENV = {
+    "VYAPAAR_STEP_TIMEOUT_SECONDS": "3",
+    "VYAPAAR_MAX_ATTEMPTS": "3",
+    "VYAPAAR_BACKOFF_BASE_SECONDS": "0.5",
+    "VYAPAAR_BACKOFF_MAX_SECONDS": "2",
+    "VYAPAAR_COMPENSATION_TIMEOUT_SECONDS": "3",
+    "VYAPAAR_COMPENSATION_MAX_ATTEMPTS": "6",
+}
+
+TERMINAL = {"Completed", "Failed", "Cancelled", "CompensationFailed"}
+
+
+class System:
+    """Handles on the running services and operator."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+
+    def url(self, service: str) -> str:
+        return system.service_url(self.config, service)
+
+    def operator(self) -> Process:
+        return Process("operator", self.config.state_dir / "run")
+
+    def restart_operator(self) -> None:
+        system.start_operator(self.config, OPERATOR_ENV)
+        system.wait_operator(self.config)
+
+
+def order_manifest(name: str, *, sku: str, quantity: int = 1, unit_price: int = 1000,
+                   token: str = "tok_visa", line1: str = "1 MG Road",
+                   cancel: bool = False) -> dict[str, Any]:
+    return {
+        "apiVersion": "vyapaar.dev/v1alpha1",
+        "kind": "Order",
+        "metadata": {"name": name},
+        "spec": {
+            "customer": {"id": "cust-e2e", "email": "e2e@example.com", "name": "E2E"},
+            "items": [{"sku": sku, "quantity": quantity, "unitPrice": unit_price}],
+            "currency": "INR",
+            "paymentToken": token,
+            "shippingAddress": {"name": "E2E", "line1": line1, "city": "Pune",
+                                "postalCode": "411001", "country": "IN"},
+            "cancel": cancel,
+        },
+    }
+
+
+def get_order(kubectl: Any, namespace: str, name: str) -> dict[str, Any]:
+    out: subprocess.CompletedProcess[str] = kubectl(
+        "get", "orders.vyapaar.dev", name, "-n", namespace, "-o", "json")
+    return dict(json.loads(out.stdout))
+
+
+async def records(http: aiohttp.ClientSession, running: System, uid: str) -> dict[str, Any]:
+    """What every service holds about one order."""
+    out: dict[str, Any] = {}
+    for service, path in (("inventory", "reservations"), ("payment", "ledger"),
+                          ("shipping", "shipments"), ("notification", "notifications")):
+        async with http.get(f"{running.url(service)}/api/v1/{path}",
+                            params={"order": uid}) as resp:
+            assert resp.status == 200, await resp.text()
+            out[service] = await resp.json()
+    return out
+
+
+async def stock(http: aiohttp.ClientSession, running: System, sku: str) -> dict[str, int]:
+    async with http.get(f"{running.url('inventory')}/api/v1/stock/{sku}") as resp:
+        assert resp.status == 200
+        data = await resp.json()
+    return {k: int(data[k]) for k in ("available", "held", "committed")}
+
+
+def ledger_kinds(effects: dict[str, Any]) -> list[tuple[str, int]]:
+    return sorted((e["kind"], e["amount"]) for e in effects["payment"]["entries"])

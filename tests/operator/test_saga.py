@@ -1,0 +1,931 @@
+"""Specifications of the Order saga, one path at a time (pure: no I/O, no clock).
+
+Each test drives ``decide`` through a small :class:`Saga` harness that keeps the
+state and a fake clock, and answers commands the way the services would.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from vyapaar_operator.saga import (
+    CancelRequested,
+    Command,
+    Decision,
+    Deleted,
+    Event,
+    InvalidOrderSpec,
+    OrderSpec,
+    Phase,
+    Recover,
+    Reply,
+    Resume,
+    SagaConfig,
+    SagaState,
+    Start,
+    StepState,
+    Tick,
+    decide,
+    next_deadline,
+)
+
+UID = "6d1f3c9e-1b0a-4c55-9e0e-0d5b7f2a9c41"
+T0 = datetime(2025, 3, 14, 9, 26, 53, tzinfo=UTC)
+CONFIG = SagaConfig(
+    step_timeout=timedelta(seconds=10),
+    max_attempts=3,
+    backoff_base=timedelta(seconds=1),
+    backoff_max=timedelta(seconds=8),
+    compensation_timeout=timedelta(seconds=20),
+    compensation_max_attempts=2,
+    compensation_backoff_base=timedelta(seconds=2),
+    compensation_backoff_max=timedelta(seconds=30),
+    timeline_limit=100,
+)
+CUSTOMER = {"id": "cust-42", "email": "asha@example.in", "name": "Asha Rao"}
+ADDRESS = {
+    "name": "Asha Rao",
+    "line1": "12 MG Road",
+    "city": "Bengaluru",
+    "postalCode": "560001",
+    "country": "IN",
+}
+
+
+def manifest(**overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "customer": CUSTOMER,
+        "items": [
+            {"sku": "SKU-LAPTOP", "quantity": 1, "unitPrice": 5_499_900},
+            {"sku": "SKU-MOUSE", "quantity": 2, "unitPrice": 79_900},
+        ],
+        "currency": "INR",
+        "paymentToken": "tok_visa",
+        "shippingAddress": ADDRESS,
+        "cancel": False,
+    }
+    spec.update(overrides)
+    return spec
+
+
+TOTAL = 5_499_900 + 2 * 79_900
+
+SUCCESS = {
+    "ReserveStock": ("StockReserved", {"reservationId": "res-1"}),
+    "ChargePayment": ("PaymentCaptured", {"chargeId": "ch-1", "amount": TOTAL, "currency": "INR"}),
+    "CreateShipment": ("ShipmentCreated", {"shipmentId": "shp-1", "trackingId": "TRK-1"}),
+    "CommitStock": ("StockCommitted", {}),
+    "SendNotification": ("NotificationSent", {"notificationId": "ntf-1"}),
+    "ReleaseStock": ("StockReleased", {"noop": False}),
+    "RefundPayment": ("PaymentRefunded", {"refundId": "rf-1", "amount": TOTAL, "noop": False}),
+    "VoidShipment": ("ShipmentVoided", {"noop": False}),
+}
+
+
+@dataclass
+class Saga:
+    """A saga under test: its state, a clock, and everything it has sent and reported."""
+
+    state: SagaState
+    now: datetime = T0
+    sent: list[Command] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    last: Decision | None = None
+
+    @classmethod
+    def new(cls, **spec: Any) -> Saga:
+        return cls(SagaState.new(UID, OrderSpec.from_manifest(manifest(**spec))))
+
+    def apply(self, event: Event) -> Decision:
+        self.last = decide(self.state, event, CONFIG)
+        self.state = self.last.state
+        self.sent.extend(self.last.commands)
+        self.reasons.extend(t.reason for t in self.last.transitions)
+        return self.last
+
+    def start(self) -> Decision:
+        return self.apply(Start(self.now))
+
+    def reply(self, message_type: str, step: str, **payload: Any) -> Decision:
+        self.now += timedelta(milliseconds=250)
+        return self.apply(
+            Reply(
+                message_type=message_type,
+                idempotency_key=f"{UID}:{step}",
+                payload=payload,
+                message_id=f"msg-{len(self.sent)}-{message_type}",
+                now=self.now,
+            )
+        )
+
+    def succeed(self, command_type: str) -> Decision:
+        """Answer the newest command of this type as the service would on success."""
+        command = next(c for c in reversed(self.sent) if c.message_type == command_type)
+        message_type, payload = SUCCESS[command_type]
+        return self.reply(message_type, command.step, **payload)
+
+    def tick_at(self, moment: datetime) -> Decision:
+        self.now = moment
+        return self.apply(Tick(moment))
+
+    def tick_after(self, seconds: float) -> Decision:
+        return self.tick_at(self.now + timedelta(seconds=seconds))
+
+    def expire(self) -> Decision:
+        """Let the next deadline pass."""
+        deadline = next_deadline(self.state)
+        assert deadline is not None, "nothing is waiting on time"
+        return self.tick_at(deadline)
+
+    def cancel(self) -> Decision:
+        self.state = replace(self.state, spec=replace(self.state.spec, cancel=True))
+        self.now += timedelta(seconds=1)
+        return self.apply(CancelRequested(self.now))
+
+    def step_state(self, name: str) -> StepState:
+        return self.state.step(name).state
+
+    def sent_types(self) -> list[str]:
+        return [c.message_type for c in self.sent]
+
+    def run_to(self, phase: Phase) -> Saga:
+        """Drive the happy path until the saga enters ``phase``."""
+        self.start()
+        for command_type in ("ReserveStock", "ChargePayment", "CreateShipment"):
+            if self.state.phase is phase:
+                break
+            self.succeed(command_type)
+        assert self.state.phase is phase
+        return self
+
+
+def commands(decision: Decision) -> list[tuple[str, str, bool]]:
+    return [(c.message_type, c.idempotency_key, c.compensation) for c in decision.commands]
+
+
+def key(step: str) -> str:
+    return f"{UID}:{step}"
+
+
+# --- the happy path --------------------------------------------------------------------
+
+
+def test_happy_path_sends_each_command_once_in_saga_order() -> None:
+    saga = Saga.new()
+
+    assert commands(saga.start()) == [("ReserveStock", key("reserve"), False)]
+    assert commands(saga.succeed("ReserveStock")) == [("ChargePayment", key("pay"), False)]
+    assert commands(saga.succeed("ChargePayment")) == [("CreateShipment", key("ship"), False)]
+    assert commands(saga.succeed("CreateShipment")) == [
+        ("CommitStock", key("commit"), False),
+        ("SendNotification", key("notify"), False),
+    ]
+    assert commands(saga.succeed("CommitStock")) == []
+    assert commands(saga.succeed("SendNotification")) == []
+
+    assert saga.state.phase is Phase.COMPLETED
+    assert saga.state.is_terminal
+    assert next_deadline(saga.state) is None
+
+
+def test_happy_path_commands_carry_the_order_as_payload() -> None:
+    saga = Saga.new()
+    saga.run_to(Phase.COMPLETING)
+    saga.succeed("CommitStock")
+    saga.succeed("SendNotification")
+    payloads = {c.message_type: c.payload for c in saga.sent}
+
+    lines = [{"sku": "SKU-LAPTOP", "quantity": 1}, {"sku": "SKU-MOUSE", "quantity": 2}]
+    assert payloads["ReserveStock"] == {"items": lines}
+    assert payloads["ChargePayment"] == {
+        "amount": TOTAL, "currency": "INR", "token": "tok_visa", "customer": CUSTOMER,
+    }
+    assert payloads["CreateShipment"] == {"address": ADDRESS, "items": lines}
+    assert payloads["CommitStock"] == {}
+    assert payloads["SendNotification"] == {"template": "order-confirmed", "customer": CUSTOMER}
+    assert {c.service for c in saga.sent} == {"inventory", "payment", "shipping", "notification"}
+
+
+def test_happy_path_walks_the_phases_and_records_the_services_ids() -> None:
+    saga = Saga.new()
+    assert saga.state.phase is Phase.PENDING
+    phases = []
+    saga.start()
+    phases.append(saga.state.phase)
+    for command_type in ("ReserveStock", "ChargePayment", "CreateShipment", "CommitStock",
+                         "SendNotification"):
+        saga.succeed(command_type)
+        phases.append(saga.state.phase)
+
+    assert phases == [Phase.RESERVING, Phase.PAYING, Phase.SHIPPING, Phase.COMPLETING,
+                      Phase.COMPLETING, Phase.COMPLETED]
+    status = saga.state.to_status()
+    assert status["steps"]["reserve"]["reservationId"] == "res-1"
+    assert status["steps"]["pay"]["chargeId"] == "ch-1"
+    assert status["steps"]["ship"]["trackingId"] == "TRK-1"
+    assert status["steps"]["ship"]["shipmentId"] == "shp-1"
+    assert status["steps"]["notify"]["notificationId"] == "ntf-1"
+    assert all(step["state"] == "Succeeded" for step in status["steps"].values())
+    assert status["total"] == TOTAL and status["currency"] == "INR"
+    assert status["reason"] == "OrderCompleted"
+    assert saga.state.condition("Ready") is not None
+    assert saga.state.condition("Ready").status == "True"  # type: ignore[union-attr]
+    assert saga.reasons == ["SagaStarted", "StockReserved", "PaymentCaptured", "ShipmentCreated",
+                            "StockCommitted", "NotificationSent", "OrderCompleted"]
+
+
+def test_completion_waits_for_both_commit_and_notify_in_either_order() -> None:
+    saga = Saga.new().run_to(Phase.COMPLETING)
+    saga.succeed("SendNotification")
+    assert saga.state.phase is Phase.COMPLETING
+    saga.succeed("CommitStock")
+    assert saga.state.phase is Phase.COMPLETED
+
+
+# --- business failures -----------------------------------------------------------------
+
+
+def test_payment_declined_releases_stock_then_fails_with_an_order_failed_notification() -> None:
+    saga = Saga.new(paymentToken="tok_decline").run_to(Phase.PAYING)
+
+    declined = saga.reply("PaymentDeclined", "pay", reason="CARD_DECLINED")
+    assert commands(declined) == [("ReleaseStock", key("reserve"), True)]
+    assert saga.state.phase is Phase.COMPENSATING
+    assert saga.state.reason == "CardDeclined"
+    assert saga.step_state("pay") is StepState.FAILED
+    assert saga.step_state("ship") is StepState.SKIPPED
+
+    released = saga.succeed("ReleaseStock")
+    assert [(c.message_type, c.payload) for c in released.commands] == [
+        ("SendNotification", {"template": "order-failed", "customer": CUSTOMER})
+    ]
+    assert released.commands[0].idempotency_key == key("notify-failed")
+    assert saga.state.phase is Phase.COMPENSATING  # until the customer has been told
+
+    saga.succeed("SendNotification")
+    assert saga.state.phase is Phase.FAILED
+    assert saga.state.reason == "CardDeclined"
+    assert saga.state.is_terminal
+    assert "RefundPayment" not in saga.sent_types()  # nothing was captured
+    assert saga.step_state("reserve") is StepState.COMPENSATED
+    compensating = saga.state.condition("Compensating")
+    assert compensating is not None and compensating.status == "False"
+
+
+def test_out_of_stock_fails_with_nothing_to_compensate() -> None:
+    """A rejection is a known outcome: nothing was applied, so there is nothing to undo.
+
+    (The service remembers its answer under the key, so a retried or late ReserveStock
+    gets the same rejection; no tombstone is needed.)
+    """
+    saga = Saga.new()
+    saga.start()
+
+    rejected = saga.reply("StockRejected", "reserve", reason="OUT_OF_STOCK", sku="SKU-LAPTOP")
+
+    assert commands(rejected) == [("SendNotification", key("notify-failed"), False)]
+    assert saga.state.reason == "OutOfStock"
+    assert "SKU-LAPTOP" in saga.state.message
+    assert saga.state.step("reserve").last_error == "OUT_OF_STOCK (SKU-LAPTOP)"
+    assert [saga.step_state(s) for s in ("pay", "ship", "commit", "notify")] == [
+        StepState.SKIPPED] * 4
+    saga.succeed("SendNotification")
+    assert saga.state.phase is Phase.FAILED
+    assert [c.message_type for c in saga.sent] == ["ReserveStock", "SendNotification"]
+
+
+def test_unknown_sku_fails_with_its_own_reason() -> None:
+    saga = Saga.new()
+    saga.start()
+    saga.reply("StockRejected", "reserve", reason="UNKNOWN_SKU", sku="SKU-NOPE")
+    assert saga.state.reason == "UnknownSku"
+
+
+def test_undeliverable_address_refunds_then_releases_one_at_a_time() -> None:
+    saga = Saga.new(shippingAddress={**ADDRESS, "line1": "UNDELIVERABLE"}).run_to(Phase.SHIPPING)
+
+    rejected = saga.reply("ShipmentRejected", "ship", reason="UNDELIVERABLE_ADDRESS")
+    assert commands(rejected) == [("RefundPayment", key("pay"), True)]
+    assert saga.state.reason == "UndeliverableAddress"
+
+    refunded = saga.succeed("RefundPayment")
+    assert commands(refunded) == [("ReleaseStock", key("reserve"), True)]
+    assert saga.state.step("pay").refund_id == "rf-1"
+
+    released = saga.succeed("ReleaseStock")
+    assert commands(released) == [("SendNotification", key("notify-failed"), False)]
+    saga.succeed("SendNotification")
+
+    assert saga.state.phase is Phase.FAILED
+    assert "VoidShipment" not in saga.sent_types()  # a rejected shipment needs no void
+    assert saga.reasons[-6:] == ["ShipmentRejected", "CompensationStarted", "PaymentRefunded",
+                                 "StockReleased", "NotificationSent", "OrderFailed"]
+
+
+# --- cancellation ----------------------------------------------------------------------
+
+
+def test_cancel_at_creation_cancels_without_touching_any_service() -> None:
+    saga = Saga.new(cancel=True)
+    started = saga.start()
+
+    assert [(c.message_type, c.payload["template"]) for c in started.commands] == [
+        ("SendNotification", "order-cancelled")
+    ]
+    assert saga.state.phase is Phase.COMPENSATING
+    assert saga.state.reason == "CancellationRequested"
+    saga.succeed("SendNotification")
+    assert saga.state.phase is Phase.CANCELLED
+    assert saga.sent_types() == ["SendNotification"]
+    assert all(saga.step_state(s) is StepState.SKIPPED
+               for s in ("reserve", "pay", "ship", "commit", "notify"))
+
+
+def test_cancel_while_reserving_releases_the_reservation_whose_outcome_is_unknown() -> None:
+    saga = Saga.new().run_to(Phase.RESERVING)
+
+    cancelled = saga.cancel()
+
+    # ReserveStock has not answered: the release, with the same key, undoes it or leaves a
+    # tombstone that refuses it.
+    assert commands(cancelled) == [("ReleaseStock", key("reserve"), True)]
+    assert saga.step_state("reserve") is StepState.COMPENSATING
+    saga.reply("StockReleased", "reserve", noop=True)
+    assert saga.state.step("reserve").compensation_noop is True
+    saga.succeed("SendNotification")
+    assert saga.state.phase is Phase.CANCELLED
+    assert saga.sent[-1].payload["template"] == "order-cancelled"
+
+
+def test_cancel_while_paying_refunds_then_releases() -> None:
+    saga = Saga.new().run_to(Phase.PAYING)
+
+    assert commands(saga.cancel()) == [("RefundPayment", key("pay"), True)]
+    assert commands(saga.succeed("RefundPayment")) == [("ReleaseStock", key("reserve"), True)]
+    saga.succeed("ReleaseStock")
+    saga.succeed("SendNotification")
+    assert saga.state.phase is Phase.CANCELLED
+    assert saga.state.reason == "CancellationRequested"
+
+
+def test_cancel_while_shipping_waits_for_the_shipment_then_cancels_if_it_was_not_created() -> None:
+    saga = Saga.new().run_to(Phase.SHIPPING)
+
+    pending = saga.cancel()
+    assert commands(pending) == []  # no VoidShipment for a shipment that may yet be created
+    assert [t.reason for t in pending.transitions] == ["CancellationPending"]
+    assert saga.state.cancel_requested
+
+    saga.reply("ShipmentRejected", "ship", reason="UNDELIVERABLE_ADDRESS")
+    saga.succeed("RefundPayment")
+    saga.succeed("ReleaseStock")
+    saga.succeed("SendNotification")
+    assert saga.state.phase is Phase.CANCELLED
+    assert saga.sent[-1].payload["template"] == "order-cancelled"
+
+
+def test_cancel_while_shipping_is_refused_if_the_shipment_is_created() -> None:
+    saga = Saga.new().run_to(Phase.SHIPPING)
+    saga.cancel()
+
+    created = saga.succeed("CreateShipment")
+
+    assert [c.message_type for c in created.commands] == ["CommitStock", "SendNotification"]
+    assert "CancellationRefused" in [t.reason for t in created.transitions]
+    saga.succeed("CommitStock")
+    saga.succeed("SendNotification")
+    assert saga.state.phase is Phase.COMPLETED
+    refused = saga.state.condition("CancellationRefused")
+    assert refused is not None and refused.status == "True" and refused.reason == "PastPivot"
+
+
+def test_cancel_after_the_pivot_is_refused_and_the_order_completes() -> None:
+    saga = Saga.new().run_to(Phase.COMPLETING)
+
+    refused = saga.cancel()
+
+    assert refused.commands == ()
+    assert [(t.reason, t.type) for t in refused.transitions] == [("CancellationRefused", "Warning")]
+    assert saga.state.phase is Phase.COMPLETING
+    saga.succeed("CommitStock")
+    saga.succeed("SendNotification")
+    assert saga.state.phase is Phase.COMPLETED
+    assert "refused" in saga.state.message
+    assert not any(c.compensation for c in saga.sent)
+
+
+def test_cancel_of_a_completed_order_is_refused_too() -> None:
+    saga = Saga.new().run_to(Phase.COMPLETING)
+    saga.succeed("CommitStock")
+    saga.succeed("SendNotification")
+
+    refused = saga.cancel()
+
+    assert refused.commands == ()
+    assert saga.state.phase is Phase.COMPLETED
+    assert saga.state.condition("CancellationRefused") is not None
+
+
+def test_cancel_is_level_triggered_from_the_spec() -> None:
+    """A CancelRequested the operator missed is still noticed on the next event."""
+    saga = Saga.new().run_to(Phase.PAYING)
+    saga.state = replace(saga.state, spec=replace(saga.state.spec, cancel=True))
+
+    ticked = saga.tick_after(1)
+
+    assert commands(ticked) == [("RefundPayment", key("pay"), True)]
+    assert commands(saga.apply(CancelRequested(saga.now))) == []  # seen once, acted on once
+
+
+def test_deleting_before_the_pivot_cancels() -> None:
+    saga = Saga.new().run_to(Phase.PAYING)
+
+    deleted = saga.apply(Deleted(saga.now))
+
+    assert commands(deleted) == [("RefundPayment", key("pay"), True)]
+    assert saga.state.reason == "DeletionRequested"
+    saga.succeed("RefundPayment")
+    saga.succeed("ReleaseStock")
+    saga.succeed("SendNotification")
+    assert saga.state.phase is Phase.CANCELLED
+
+
+def test_deleting_a_finished_order_changes_nothing() -> None:
+    saga = Saga.new()
+    saga.start()
+    saga.reply("StockRejected", "reserve", reason="OUT_OF_STOCK")
+    saga.succeed("SendNotification")
+    before = saga.state
+
+    deleted = saga.apply(Deleted(saga.now))
+
+    assert deleted == Decision(before)
+
+
+def test_cancel_during_compensation_keeps_the_failure_as_the_outcome() -> None:
+    saga = Saga.new().run_to(Phase.PAYING)
+    saga.reply("PaymentDeclined", "pay", reason="INSUFFICIENT_FUNDS")
+
+    noted = saga.cancel()
+
+    assert noted.commands == ()
+    saga.succeed("ReleaseStock")
+    saga.succeed("SendNotification")
+    assert saga.state.phase is Phase.FAILED
+    assert saga.state.reason == "InsufficientFunds"
+    assert saga.sent[-1].payload["template"] == "order-failed"
+
+
+# --- timeouts and retries --------------------------------------------------------------
+
+
+def test_a_timeout_resends_the_same_command_with_the_same_key_and_growing_backoff() -> None:
+    saga = Saga.new()
+    first = saga.start().commands[0]
+    # deadline = sentAt + step_timeout + backoff(attempt), backoff = 1s, 2s, 4s ... <= 8s
+    assert saga.state.step("reserve").deadline == T0 + timedelta(seconds=11)
+    assert next_deadline(saga.state) == T0 + timedelta(seconds=11)
+
+    assert saga.tick_at(T0 + timedelta(seconds=10.9)).commands == ()
+
+    retry = saga.tick_at(T0 + timedelta(seconds=11)).commands
+    assert len(retry) == 1
+    assert (retry[0].message_type, retry[0].idempotency_key, retry[0].payload) == (
+        first.message_type, first.idempotency_key, first.payload)
+    assert retry[0].attempt == 2
+    step = saga.state.step("reserve")
+    assert step.attempts == 2
+    assert step.deadline == T0 + timedelta(seconds=11 + 12)
+    assert step.last_error is not None and "No reply to ReserveStock" in step.last_error
+    assert saga.last is not None
+    assert [t.reason for t in saga.last.transitions] == ["Retrying"]
+
+    saga.expire()
+    assert saga.state.step("reserve").deadline == T0 + timedelta(seconds=11 + 12 + 14)
+
+
+def test_a_reply_to_an_earlier_attempt_still_counts() -> None:
+    saga = Saga.new()
+    saga.start()
+    saga.expire()  # attempt 2 is out
+    saga.succeed("ReserveStock")  # ...but the answer to attempt 1 arrives first
+    assert saga.state.phase is Phase.PAYING
+    assert saga.state.step("reserve").last_error is None
+
+
+def test_an_exhausted_retry_budget_compensates_the_step_whose_outcome_is_unknown() -> None:
+    saga = Saga.new().run_to(Phase.PAYING)
+    for _ in range(CONFIG.max_attempts - 1):
+        saga.expire()
+    assert saga.state.step("pay").attempts == CONFIG.max_attempts
+
+    gave_up = saga.expire()
+
+    # No capture was ever confirmed, yet the refund goes out: it undoes a capture whose
+    # reply was lost, or leaves a tombstone that refuses a late ChargePayment.
+    assert commands(gave_up) == [("RefundPayment", key("pay"), True)]
+    assert saga.state.reason == "PaymentTimedOut"
+    assert saga.state.step("pay").last_error == "No reply after 3 attempts; outcome unknown"
+
+    late = saga.succeed("ChargePayment")  # the lost capture finally answers: not resurrected
+    assert late == Decision(late.state) and saga.step_state("pay") is StepState.COMPENSATING
+
+    saga.reply("PaymentRefunded", "pay", refundId="rf-9", amount=TOTAL, noop=False)
+    assert commands(saga.last) == [("ReleaseStock", key("reserve"), True)]  # type: ignore[arg-type]
+    saga.succeed("ReleaseStock")
+    saga.succeed("SendNotification")
+    assert saga.state.phase is Phase.FAILED
+    assert saga.state.reason == "PaymentTimedOut"
+
+
+def test_a_shipment_with_unknown_outcome_is_voided_before_refund_and_release() -> None:
+    saga = Saga.new().run_to(Phase.SHIPPING)
+    for _ in range(CONFIG.max_attempts):
+        saga.expire()
+
+    assert saga.sent[-1].message_type == "VoidShipment"
+    assert saga.sent[-1].idempotency_key == key("ship")
+    assert saga.state.reason == "ShipmentTimedOut"
+    assert commands(saga.succeed("VoidShipment")) == [("RefundPayment", key("pay"), True)]
+    assert commands(saga.succeed("RefundPayment")) == [("ReleaseStock", key("reserve"), True)]
+    saga.succeed("ReleaseStock")
+    saga.succeed("SendNotification")
+    assert saga.state.phase is Phase.FAILED
+    assert saga.step_state("ship") is StepState.COMPENSATED
+
+
+def test_commit_and_notify_are_retried_forever_with_capped_backoff() -> None:
+    saga = Saga.new().run_to(Phase.COMPLETING)
+    for _ in range(25):
+        saga.expire()
+
+    commit = saga.state.step("commit")
+    assert commit.attempts > CONFIG.max_attempts
+    assert commit.sent_at is not None and commit.deadline is not None
+    assert commit.deadline - commit.sent_at == CONFIG.step_timeout + CONFIG.backoff_max
+    assert saga.state.phase is Phase.COMPLETING
+    assert not any(c.compensation for c in saga.sent)
+    saga.succeed("CommitStock")
+    saga.succeed("SendNotification")
+    assert saga.state.phase is Phase.COMPLETED
+
+
+def test_the_failure_notification_is_retried_forever_too() -> None:
+    saga = Saga.new(cancel=True)
+    saga.start()
+    for _ in range(10):
+        saga.expire()
+    assert saga.state.phase is Phase.COMPENSATING
+    assert saga.sent_types() == ["SendNotification"] * 11
+    saga.succeed("SendNotification")
+    assert saga.state.phase is Phase.CANCELLED
+
+
+# --- compensation failure and repair ---------------------------------------------------
+
+
+def stuck_in_compensation_failed() -> Saga:
+    saga = Saga.new().run_to(Phase.PAYING)
+    saga.reply("PaymentDeclined", "pay", reason="CARD_DECLINED")  # ReleaseStock goes out
+    for _ in range(CONFIG.compensation_max_attempts):
+        saga.expire()
+    return saga
+
+
+def test_a_compensation_that_exhausts_its_budget_ends_in_compensation_failed() -> None:
+    saga = stuck_in_compensation_failed()
+
+    assert saga.sent_types().count("ReleaseStock") == CONFIG.compensation_max_attempts
+    assert saga.state.phase is Phase.COMPENSATION_FAILED
+    assert saga.state.is_terminal and saga.state.needs_repair
+    assert saga.step_state("reserve") is StepState.COMPENSATION_FAILED
+    assert next_deadline(saga.state) is None
+    failed = saga.state.condition("CompensationFailed")
+    assert failed is not None and failed.status == "True"
+    assert "ReleaseStock" in saga.state.message and "inventory" in saga.state.message
+    assert saga.last is not None and saga.last.transitions[-1].type == "Warning"
+    assert saga.tick_after(3600).commands == ()  # no more automatic retries
+
+
+def test_resume_resets_the_compensation_budget_and_resends_the_compensation() -> None:
+    saga = stuck_in_compensation_failed()
+
+    resumed = saga.apply(Resume(saga.now))
+
+    assert commands(resumed) == [("ReleaseStock", key("reserve"), True)]
+    assert saga.state.phase is Phase.COMPENSATING
+    assert saga.state.reason == "CardDeclined"  # the original cause is back
+    assert saga.state.step("reserve").compensation_attempts == 1
+    saga.succeed("ReleaseStock")
+    saga.succeed("SendNotification")
+    assert saga.state.phase is Phase.FAILED
+    assert saga.state.reason == "CardDeclined"
+    failed = saga.state.condition("CompensationFailed")
+    assert failed is not None and failed.status == "False"
+
+
+def test_resume_does_nothing_unless_the_saga_is_in_compensation_failed() -> None:
+    saga = Saga.new().run_to(Phase.PAYING)
+    before = saga.state
+    assert saga.apply(Resume(saga.now)) == Decision(before)
+
+
+def test_a_late_compensation_reply_heals_compensation_failed() -> None:
+    saga = stuck_in_compensation_failed()
+
+    healed = saga.succeed("ReleaseStock")
+
+    assert commands(healed) == [("SendNotification", key("notify-failed"), False)]
+    assert saga.state.phase is Phase.COMPENSATING
+    saga.succeed("SendNotification")
+    assert saga.state.phase is Phase.FAILED
+
+
+# --- replies that no longer apply ------------------------------------------------------
+
+
+def test_a_duplicate_reply_changes_nothing() -> None:
+    saga = Saga.new()
+    saga.start()
+    first = saga.succeed("ReserveStock")
+
+    again = saga.apply(Reply(message_type="StockReserved", idempotency_key=key("reserve"),
+                             payload={"reservationId": "res-1"}, message_id="msg-dup",
+                             now=saga.now + timedelta(seconds=1)))
+
+    assert again == Decision(first.state)
+
+
+def test_a_late_reply_for_a_compensated_step_is_ignored() -> None:
+    saga = Saga.new().run_to(Phase.RESERVING)
+    saga.cancel()
+    saga.reply("StockReleased", "reserve", noop=True)
+    before = saga.state
+
+    late = saga.succeed("ReserveStock")  # refused by the tombstone in reality; ignored here
+
+    assert late == Decision(before)
+    assert saga.step_state("reserve") is StepState.COMPENSATED
+
+
+def test_a_late_rejection_after_a_compensation_started_is_ignored() -> None:
+    saga = Saga.new().run_to(Phase.PAYING)
+    saga.cancel()
+    before = saga.state
+    late = saga.reply("PaymentDeclined", "pay", reason="ALREADY_COMPENSATED")
+    assert late == Decision(before)
+
+
+def test_replies_out_of_order_apply_only_when_they_fit() -> None:
+    saga = Saga.new()
+    saga.start()
+    # A PaymentCaptured before the charge was even sent does not apply...
+    early = saga.reply("PaymentCaptured", "pay", chargeId="ch-x", amount=TOTAL, currency="INR")
+    assert early.commands == () and saga.step_state("pay") is StepState.PENDING
+    # ...and the saga carries on normally afterwards.
+    saga.succeed("ReserveStock")
+    assert saga.state.phase is Phase.PAYING
+
+
+@pytest.mark.parametrize(
+    ("message_type", "idempotency_key"),
+    [
+        ("StockReserved", "another-order:reserve"),  # another order's reply
+        ("StockReserved", f"{UID}:teleport"),  # a step this saga does not have
+        ("PaymentCaptured", f"{UID}:reserve"),  # a reply type of another step
+        ("StockReserved", "no-colon"),
+    ],
+)
+def test_replies_that_do_not_belong_to_a_waiting_step_are_ignored(
+    message_type: str, idempotency_key: str
+) -> None:
+    saga = Saga.new()
+    saga.start()
+    before = saga.state
+    ignored = saga.apply(Reply(message_type=message_type, idempotency_key=idempotency_key,
+                               payload={}, message_id="m", now=saga.now))
+    assert ignored == Decision(before)
+
+
+# --- restart ---------------------------------------------------------------------------
+
+
+def restarted(saga: Saga) -> Saga:
+    """The operator crashed and came back: state only from the stored status."""
+    stored = json.loads(json.dumps(saga.state.to_status()))
+    state = SagaState.from_status(UID, saga.state.spec, stored)
+    return Saga(state, now=saga.now + timedelta(seconds=1))
+
+
+@pytest.mark.parametrize(
+    ("phase", "expected"),
+    [
+        (Phase.RESERVING, [("ReserveStock", key("reserve"), False)]),
+        (Phase.PAYING, [("ChargePayment", key("pay"), False)]),
+        (Phase.SHIPPING, [("CreateShipment", key("ship"), False)]),
+        (Phase.COMPLETING, [("CommitStock", key("commit"), False),
+                            ("SendNotification", key("notify"), False)]),
+    ],
+)
+def test_recover_resends_every_command_in_flight(
+    phase: Phase, expected: list[tuple[str, str, bool]]
+) -> None:
+    saga = restarted(Saga.new().run_to(phase))
+    before = saga.state
+
+    recovered = saga.apply(Recover(saga.now))
+
+    assert commands(recovered) == expected
+    assert [t.reason for t in recovered.transitions] == ["Recovered"]
+    assert recovered.state.steps == before.steps  # a re-send is not a new attempt
+
+
+def test_recover_resends_a_compensation_in_flight() -> None:
+    saga = Saga.new().run_to(Phase.PAYING)
+    saga.reply("PaymentDeclined", "pay", reason="CARD_DECLINED")
+    saga = restarted(saga)
+    assert commands(saga.apply(Recover(saga.now))) == [("ReleaseStock", key("reserve"), True)]
+
+
+def test_recover_after_a_long_outage_retries_overdue_commands_once() -> None:
+    saga = Saga.new().run_to(Phase.PAYING)
+    saga = restarted(saga)
+    saga.now += timedelta(minutes=5)
+
+    recovered = saga.apply(Recover(saga.now))
+
+    assert commands(recovered) == [("ChargePayment", key("pay"), False)]
+    assert saga.state.step("pay").attempts == 2
+    assert [t.reason for t in recovered.transitions] == ["Retrying"]
+
+
+def test_recover_with_nothing_in_flight_does_nothing() -> None:
+    saga = Saga.new()
+    assert saga.apply(Recover(saga.now)) == Decision(saga.state)
+    saga = stuck_in_compensation_failed()
+    assert saga.apply(Recover(saga.now)).commands == ()
+
+
+# --- the status ------------------------------------------------------------------------
+
+
+def every_intermediate_state() -> list[SagaState]:
+    states = []
+    happy = Saga.new()
+    happy.start()
+    states.append(happy.state)
+    for command_type in ("ReserveStock", "ChargePayment", "CreateShipment", "CommitStock"):
+        happy.succeed(command_type)
+        states.append(happy.state)
+    happy.cancel()
+    happy.succeed("SendNotification")
+    states.append(happy.state)
+    states.append(Saga.new().state)
+    stuck = stuck_in_compensation_failed()
+    states.append(stuck.state)
+    stuck.apply(Resume(stuck.now))
+    states.append(stuck.state)
+    timed_out = Saga.new().run_to(Phase.SHIPPING)
+    for _ in range(CONFIG.max_attempts):
+        timed_out.expire()
+    states.append(timed_out.state)
+    timed_out.reply("ShipmentVoided", "ship", noop=True)
+    states.append(timed_out.state)
+    return states
+
+
+@pytest.mark.parametrize("state", every_intermediate_state(), ids=lambda s: s.phase.value)
+def test_the_status_round_trips_exactly(state: SagaState) -> None:
+    status = state.to_status()
+    assert SagaState.from_status(UID, state.spec, status) == state
+    # Through JSON, and as the apiserver stores it (nulls dropped, operator fields added):
+    stored = {k: v for k, v in json.loads(json.dumps(status)).items() if v is not None}
+    stored["steps"] = {name: {k: v for k, v in step.items() if v is not None}
+                       for name, step in stored["steps"].items()}
+    stored["observedGeneration"] = 3
+    rebuilt = SagaState.from_status(UID, state.spec, stored)
+    assert rebuilt == state
+    assert rebuilt.to_status() == status
+
+
+@pytest.mark.parametrize("status", [None, {}, {"observedGeneration": 1}])
+def test_an_empty_status_is_a_fresh_saga(status: dict[str, Any] | None) -> None:
+    spec = OrderSpec.from_manifest(manifest())
+    assert SagaState.from_status(UID, spec, status) == SagaState.new(UID, spec)
+
+
+def test_the_status_uses_camel_case_and_rfc3339_utc_times() -> None:
+    saga = Saga.new().run_to(Phase.PAYING)
+    saga.now += timedelta(microseconds=1500)
+    saga.succeed("ChargePayment")
+    status = saga.state.to_status()
+
+    assert set(status) == {"phase", "reason", "message", "total", "currency", "cancelRequested",
+                           "startedAt", "finishedAt", "steps", "conditions", "timeline"}
+    assert list(status["steps"]) == ["reserve", "pay", "ship", "commit", "notify"]
+    assert set(status["steps"]["pay"]) == {
+        "state", "attempts", "compensationAttempts", "startedAt", "sentAt", "deadline",
+        "finishedAt", "lastError", "chargeId", "refundId", "compensationNoop"}
+    assert status["startedAt"] == "2025-03-14T09:26:53Z"
+    assert status["steps"]["pay"]["finishedAt"] == "2025-03-14T09:26:53.501500Z"
+    assert status["conditions"][0].keys() == {"type", "status", "reason", "message",
+                                              "lastTransitionTime"}
+
+
+def test_a_condition_moves_its_transition_time_only_when_its_status_changes() -> None:
+    saga = Saga.new()
+    saga.start()
+    began = saga.state.condition("Ready")
+    assert began is not None and began.status == "False"
+
+    saga.now += timedelta(minutes=1)
+    saga.succeed("ReserveStock")
+    still = saga.state.condition("Ready")
+    assert still is not None and still.reason == "ChargingPayment"
+    assert still.last_transition_time == began.last_transition_time
+
+    for command_type in ("ChargePayment", "CreateShipment", "CommitStock", "SendNotification"):
+        saga.succeed(command_type)
+    ready = saga.state.condition("Ready")
+    assert ready is not None and ready.status == "True"
+    assert ready.last_transition_time == saga.now
+
+
+def test_the_timeline_keeps_only_the_newest_entries() -> None:
+    def run(config: SagaConfig) -> SagaState:
+        state = SagaState.new(UID, OrderSpec.from_manifest(manifest()))
+        for minute in range(8):
+            state = decide(state, Tick(T0 + timedelta(minutes=minute)), config).state
+            if minute == 0:
+                state = decide(state, Start(T0), config).state
+        return state
+
+    everything = run(CONFIG).timeline
+    assert len(everything) > 3
+    assert run(replace(CONFIG, timeline_limit=3)).timeline == everything[-3:]
+    assert run(replace(CONFIG, timeline_limit=0)).timeline == ()
+
+
+def test_a_decision_is_a_pure_function_of_state_and_event() -> None:
+    state = Saga.new().run_to(Phase.PAYING).state
+    event = Tick(T0 + timedelta(hours=1))
+    assert decide(state, event, CONFIG) == decide(state, event, CONFIG)
+
+
+def test_event_times_must_be_timezone_aware() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        decide(Saga.new().state, Start(datetime(2025, 1, 1)), CONFIG)
+
+
+def test_start_twice_starts_once() -> None:
+    saga = Saga.new()
+    saga.start()
+    assert saga.start() == Decision(saga.state)
+
+
+def test_events_before_start_do_nothing() -> None:
+    saga = Saga.new()
+    assert saga.tick_after(60) == Decision(saga.state)
+    assert next_deadline(saga.state) is None
+
+
+# --- the order spec --------------------------------------------------------------------
+
+
+def test_the_order_total_is_an_integer_in_minor_units() -> None:
+    spec = OrderSpec.from_manifest(manifest())
+    assert spec.total == TOTAL
+    assert spec.to_manifest() == manifest()
+    assert OrderSpec.from_manifest(spec.to_manifest()) == spec
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"items": []}, "spec.items"),
+        ({"items": [{"sku": "A1", "quantity": 0, "unitPrice": 1}]}, "quantity"),
+        ({"items": [{"sku": "A1", "quantity": True, "unitPrice": 1}]}, "quantity"),
+        ({"items": [{"sku": "A1", "quantity": 1, "unitPrice": 1.5}]}, "unitPrice"),
+        ({"items": [{"sku": "A1", "quantity": 1, "unitPrice": 1}] * 2}, "repeat"),
+        ({"customer": {"id": "c"}}, "spec.customer.email"),
+        ({"shippingAddress": None}, "spec.shippingAddress"),
+        ({"cancel": "yes"}, "spec.cancel"),
+        ({"paymentToken": ""}, "spec.paymentToken"),
+    ],
+)
+def test_an_invalid_spec_is_refused_with_a_clear_message(
+    overrides: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidOrderSpec, match=message):
+        OrderSpec.from_manifest(manifest(**overrides))
+
+
+def test_config_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="budgets"):
+        SagaConfig(max_attempts=0)
+    with pytest.raises(ValueError, match="step_timeout"):
+        SagaConfig(step_timeout=timedelta(0))
