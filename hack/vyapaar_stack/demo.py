@@ -81,8 +81,11 @@ def run_samples(config: StackConfig, namespace: str = NAMESPACE,
     rows = []
     for sample, expected in EXPECTED.items():
         status = orders.get(names[sample], {}).get("status") or {}
+        notes = [c["type"] for c in status.get("conditions", [])
+                 if c["type"] != "Ready" and c["status"] == "True"]
         rows.append({"order": names[sample], "expected": expected,
-                     "phase": status.get("phase") or "-", "reason": status.get("reason") or "-"})
+                     "phase": status.get("phase") or "-", "reason": status.get("reason") or "-",
+                     "conditions": ",".join(notes) or "-"})
     return rows
 
 
