@@ -72,17 +72,19 @@ def order(name: str, sku: str) -> dict[str, Any]:
     }
 
 
-async def run(orders: int, rate: float) -> None:
+async def run(orders: int, rate: float, skus: int) -> None:
     cfg = StackConfig()
     operator_pid = Process("operator", cfg.state_dir / "run").pid()
     if operator_pid is None:
         raise SystemExit("the operator is not running: start the system first (make demo)")
-    sku = f"SKU-BENCH-{uuid.uuid4().hex[:6].upper()}"
+    tag = uuid.uuid4().hex[:6].upper()
+    sku_names = [f"SKU-BENCH-{tag}-{i}" for i in range(skus)]
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     async with aiohttp.ClientSession() as http:
-        url = f"{system.service_url(cfg, 'inventory')}/api/v1/stock/{sku}"
-        async with http.put(url, json={"available": orders}) as resp:
-            resp.raise_for_status()
+        for sku in sku_names:
+            url = f"{system.service_url(cfg, 'inventory')}/api/v1/stock/{sku}"
+            async with http.put(url, json={"available": orders}) as resp:
+                resp.raise_for_status()
 
     configuration = client.Configuration()
     await config.load_kube_config(str(cfg.kubeconfig), client_configuration=configuration)
@@ -119,7 +121,7 @@ async def run(orders: int, rate: float) -> None:
             name = f"b{i:05d}"
             created[name] = time.monotonic()
             await objs.create_namespaced_custom_object("vyapaar.dev", "v1alpha1", namespace,
-                                                       "orders", order(name, sku))
+                                                       "orders", order(name, sku_names[i % skus]))
         await asyncio.wait_for(all_done.wait(), timeout=600)
         elapsed = max(t for t, _ in finished.values()) - start
         follower.cancel()
@@ -132,7 +134,7 @@ async def run(orders: int, rate: float) -> None:
     completed = outcomes.get("Completed", 0)
     delta = writes_after - writes_before
     q = statistics.quantiles(latencies, n=100)
-    print(f"orders: {orders} at {rate:g}/s  outcomes: {dict(outcomes)}")
+    print(f"orders: {orders} at {rate:g}/s over {skus} SKU(s)  outcomes: {dict(outcomes)}")
     print(f"throughput: {orders / elapsed:.1f} orders/s (all finished {elapsed:.1f} s after "
           f"the first create)")
     print(f"latency create->terminal: p50 {q[49] * 1000:.0f} ms  p90 {q[89] * 1000:.0f} ms  "
@@ -149,8 +151,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=500)
     parser.add_argument("--rate", type=float, default=10.0, help="orders created per second")
+    parser.add_argument("--skus", type=int, default=1,
+                        help="SKUs the orders are spread over (1 = one hot SKU)")
     args = parser.parse_args()
-    asyncio.run(run(args.orders, args.rate))
+    asyncio.run(run(args.orders, args.rate, args.skus))
 
 
 if __name__ == "__main__":

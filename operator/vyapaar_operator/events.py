@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Mapping
@@ -19,14 +20,29 @@ COMPONENT = "vyapaar-operator"
 
 
 class KubernetesEventRecorder:
-    """Posts one core/v1 Event per transition (best effort: an Event is not the saga log)."""
+    """Posts one core/v1 Event per transition (best effort: an Event is not the saga log).
 
-    def __init__(self, api: client.ApiClient, instance: str) -> None:
+    Posting happens in the background, so a saga step never waits for its Event.
+    """
+
+    def __init__(self, api: client.ApiClient, instance: str, *, concurrency: int = 8) -> None:
         self._core = client.CoreV1Api(api)
         self._instance = instance
+        self._limit = asyncio.Semaphore(concurrency)
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def record(self, obj: Mapping[str, Any], transition: saga.Transition) -> None:
         metrics.TRANSITIONS.labels(transition.reason, transition.type).inc()
+        task = asyncio.create_task(self._post(dict(obj), transition))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def flush(self) -> None:
+        """Wait for the Events still being posted (at shutdown)."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    async def _post(self, obj: Mapping[str, Any], transition: saga.Transition) -> None:
         meta = obj["metadata"]
         now = datetime.now(UTC)
         event = client.CoreV1Event(
@@ -50,7 +66,8 @@ class KubernetesEventRecorder:
             count=1,
         )
         try:
-            await self._core.create_namespaced_event(meta["namespace"], event)
+            async with self._limit:
+                await self._core.create_namespaced_event(meta["namespace"], event)
         except Exception:
             log.warning("could not record event %s for %s/%s", transition.reason,
                         meta["namespace"], meta["name"], exc_info=True)

@@ -89,6 +89,8 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+    if "engine" in memo:
+        await memo.engine.recorder.flush()
     if "connection" in memo:
         await memo.connection.close()
     if "api" in memo:

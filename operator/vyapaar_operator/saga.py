@@ -3,12 +3,12 @@
 Read this file top to bottom and you have read the whole order flow::
 
     Pending -> Reserving -> Paying -> Shipping -> Completing -> Completed
-                  |           |          |
-                  +-----------+----------+--> Compensating -> Failed | Cancelled
-                                                    |
-                                                    +--> CompensationFailed --(Resume)--+
-                                                              ^                          |
-                                                              +--------------------------+
+                   |           |          |       ^ pivot: the shipment exists
+                   v           v          v
+                   Compensating (undo, newest first) -> Failed | Cancelled
+                        |    ^
+                        v    | Resume (a human repaired the service)
+                   CompensationFailed
 
 ``decide`` does no I/O, reads no clock and draws no random numbers: the event
 carries ``now`` and the returned :class:`Decision` carries the new state, the
@@ -45,6 +45,10 @@ from typing import Any, Literal, TypeAlias
 # --------------------------------------------------------------------------------------
 
 
+MAX_TIMELINE = 100
+"""``status.timeline`` maxItems in the CRD (keeps the Order object small)."""
+
+
 @dataclass(frozen=True)
 class SagaConfig:
     """Timeouts and retry budgets.
@@ -73,7 +77,7 @@ class SagaConfig:
     compensation_backoff_max: timedelta = timedelta(minutes=10)
     """Cap of the compensation pause."""
     timeline_limit: int = 20
-    """Entries kept in ``status.timeline`` (newest last); Events keep the full story."""
+    """Entries kept in ``status.timeline`` (newest last, at most 100: the CRD's limit)."""
 
     def __post_init__(self) -> None:
         for name in ("step_timeout", "compensation_timeout"):
@@ -85,8 +89,8 @@ class SagaConfig:
                 raise ValueError(f"SagaConfig.{name} must not be negative")
         if self.max_attempts < 1 or self.compensation_max_attempts < 1:
             raise ValueError("SagaConfig attempt budgets must be at least 1")
-        if self.timeline_limit < 0:
-            raise ValueError("SagaConfig.timeline_limit must not be negative")
+        if not 0 <= self.timeline_limit <= MAX_TIMELINE:
+            raise ValueError(f"SagaConfig.timeline_limit must be within 0..{MAX_TIMELINE}")
 
     def forward_wait(self, attempt: int) -> timedelta:
         """Time from sending forward attempt ``attempt`` until it counts as lost."""
@@ -100,8 +104,13 @@ class SagaConfig:
 
 
 def _backoff(attempt: int, base: timedelta, cap: timedelta) -> timedelta:
-    # The exponent is clamped so a step retried forever cannot overflow timedelta.
-    return min(base * (1 << min(max(attempt - 1, 0), 30)), cap)
+    delay = base
+    # Doubling stops at the cap, so a step retried forever never overflows timedelta.
+    for _ in range(attempt - 1):
+        if delay >= cap or not delay:
+            break
+        delay *= 2
+    return min(delay, cap)
 
 
 # --------------------------------------------------------------------------------------
@@ -268,6 +277,8 @@ class StepKind(StrEnum):
 
 @dataclass(frozen=True)
 class StepDefinition:
+    """A step of the saga: who does it, with which messages, and how it is undone."""
+
     name: str
     service: str
     kind: StepKind
@@ -460,6 +471,8 @@ class Condition:
 
 @dataclass(frozen=True)
 class TimelineEntry:
+    """One line of ``status.timeline``: a transition and when it happened."""
+
     time: datetime
     reason: str
     message: str
@@ -513,13 +526,14 @@ class SagaState:
         return replace(self, steps=tuple(step if s.name == step.name else s for s in self.steps))
 
     def to_status(self) -> dict[str, Any]:
-        """The JSON for ``Order.status``.
+        """The JSON for ``Order.status``, exactly as the apiserver will store it.
 
-        Optional fields are written as ``null`` rather than left out, so that a
-        JSON merge patch of this dict also clears them; the apiserver drops
-        nulls on storage, and :meth:`from_status` reads absent and null alike.
+        Unset fields are left out (the apiserver would drop a ``null`` anyway), so
+        comparing this dict with the stored status tells whether a write is needed.
+        Write it whole (a replace of the status subresource): a JSON merge patch
+        would keep fields this dict no longer has, such as a cleared ``deadline``.
         """
-        return {
+        return _without_nones({
             "phase": self.phase.value,
             "reason": self.reason,
             "message": self.message,
@@ -534,7 +548,7 @@ class SagaState:
                 {"time": format_time(e.time), "reason": e.reason, "message": e.message}
                 for e in self.timeline
             ],
-        }
+        })
 
     @classmethod
     def from_status(cls, uid: str, spec: OrderSpec, status: Mapping[str, Any] | None) -> SagaState:
@@ -653,6 +667,8 @@ class Transition:
 
 @dataclass(frozen=True)
 class Decision:
+    """What ``decide`` returns: write ``state``, then publish ``commands``, report the rest."""
+
     state: SagaState
     commands: tuple[Command, ...] = ()
     transitions: tuple[Transition, ...] = ()
@@ -866,11 +882,15 @@ def _on_rejection(
     failed = replace(step, state=StepState.FAILED, deadline=None, finished_at=now,
                      last_error=detail)
     state = state.with_step(failed)
-    message = f"{step.definition.command} rejected by {step.definition.service}: {detail}"
+    message = f"{_REJECTED[step.name]}: {detail}"
     decision = _emit(state, step.definition.rejection or "StepRejected", message, "Warning",
                      step.name)
     cause, message = _failure_cause(state, _camel(code), message)
     return _then(decision, lambda s: _turn_around(s, cause, message, None, now, config))
+
+
+_REJECTED = {"reserve": "Stock not reserved", "pay": "Payment declined",
+             "ship": "Shipment refused"}
 
 
 def _turn_around(
@@ -1080,7 +1100,8 @@ def _on_compensation_timeout(
         return _then(decision, lambda s: _send_compensation(s, step.name, now, config))
     message = (
         f"{compensation} for step {step.name} got no reply after {step.compensation_attempts} "
-        f"attempts; repair the {step.definition.service} service, then resume the saga"
+        f"attempts; repair the {step.definition.service} service, then resume the saga "
+        "(docs/saga.md)"
     )
     failed = replace(step, state=StepState.COMPENSATION_FAILED, deadline=None, last_error=lost)
     state = _enter_phase(state.with_step(failed), Phase.COMPENSATION_FAILED,
@@ -1092,24 +1113,30 @@ def _recover(state: SagaState, now: datetime, config: SagaConfig) -> Decision:
     """Re-send what is in flight; first apply overdue deadlines, so nothing goes out twice."""
     ticked = _on_tick(state, now, config)
     just_sent = {(c.idempotency_key, c.compensation) for c in ticked.commands}
-    resent = tuple(
+    return _then(ticked, lambda s: _resend_in_flight(s, just_sent))
+
+
+def _resend_in_flight(state: SagaState, skip: set[tuple[str, bool]]) -> Decision:
+    """The same command again (same key, same attempt): it may never have been published."""
+    commands = tuple(
         command
-        for command in (_command(ticked.state, s) for s in ticked.state.steps if s.waiting)
-        if (command.idempotency_key, command.compensation) not in just_sent
+        for command in (_command(state, step) for step in state.steps if step.waiting)
+        if (command.idempotency_key, command.compensation) not in skip
     )
-    if not resent:
-        return ticked
-    names = ", ".join(f"{c.message_type} ({c.step})" for c in resent)
-    recovered = _emit(ticked.state, "Recovered", f"Operator restarted; re-sent {names}")
-    return Decision(recovered.state, ticked.commands + resent,
-                    ticked.transitions + recovered.transitions)
+    if not commands:
+        return Decision(state)
+    names = ", ".join(f"{c.message_type} ({c.step})" for c in commands)
+    return Decision(state, commands,
+                    (Transition("Recovered", f"Operator restarted; re-sent {names}"),))
 
 
 def _resume(state: SagaState, now: datetime, config: SagaConfig) -> Decision:
     """After a human repair: the failed compensation gets a fresh budget and is re-sent."""
     if state.phase is not Phase.COMPENSATION_FAILED:
         return Decision(state)
-    failed = next(s for s in state.steps if s.state is StepState.COMPENSATION_FAILED)
+    failed = next((s for s in state.steps if s.state is StepState.COMPENSATION_FAILED), None)
+    if failed is None:  # only a hand-edited status gets here; carry on compensating
+        return _compensate_next(_resume_compensating(state, now), now, config)
     state = _resume_compensating(state.with_step(replace(failed, compensation_attempts=0)), now)
     decision = _emit(state, "CompensationResumed",
                      f"Resumed by a human; re-sending {failed.definition.compensation}",
@@ -1267,6 +1294,10 @@ def _parse_time_or_none(text: Any) -> datetime | None:
     return None if text is None else parse_time(str(text))
 
 
+def _without_nones(status: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in status.items() if value is not None}
+
+
 def _step_to_status(step: Step) -> dict[str, Any]:
     definition = step.definition
     status: dict[str, Any] = {"state": step.state.value, "attempts": step.attempts}
@@ -1283,7 +1314,7 @@ def _step_to_status(step: Step) -> dict[str, Any]:
         status[key] = step.service_id(key)
     if definition.compensation is not None:
         status["compensationNoop"] = step.compensation_noop
-    return status
+    return _without_nones(status)
 
 
 def _step_from_status(name: str, status: Mapping[str, Any]) -> Step:

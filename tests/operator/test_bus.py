@@ -1,0 +1,34 @@
+"""Saga commands become contract-checked envelopes; one trace per order."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+from vyapaar_operator import saga
+from vyapaar_operator.bus import envelope_for, reply_target
+from vyapaar_operator.orders import OrderRef
+from vyapaar_services.messaging.envelope import Envelope
+
+UID = "0b7e6c1e-0000-4000-8000-000000000001"
+ORDER = {"metadata": {"uid": UID, "name": "o1", "namespace": "shop"}}
+
+
+def command(payload: dict[str, object]) -> saga.Command:
+    return saga.Command(step="reserve", service="inventory", message_type="ReserveStock",
+                        idempotency_key=f"{UID}:reserve", payload=payload, compensation=False)
+
+
+def test_a_command_carries_the_order_identity_key_and_trace() -> None:
+    env = envelope_for(ORDER, command({"items": [{"sku": "SKU-A", "quantity": 2}]}))
+    assert env.type == "ReserveStock"
+    assert env.correlation_id == UID
+    assert env.subject == "shop/o1"
+    assert env.idempotency_key == f"{UID}:reserve"
+    assert env.trace_id == UID.replace("-", "")
+    assert reply_target(env) == OrderRef("shop", "o1")
+    assert Envelope.from_json(env.to_json()) == env
+
+
+def test_a_command_that_breaks_the_contract_never_leaves() -> None:
+    with pytest.raises((ValidationError, ValueError)):
+        envelope_for(ORDER, command({"items": [{"sku": "SKU-A", "quantity": 0}]}))

@@ -1,0 +1,73 @@
+"""What an observed Order asks of its saga (the operator is level-triggered)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from vyapaar_operator import saga
+from vyapaar_operator.observe import RESUME_ANNOTATION, implied_event
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+UID = "0b7e6c1e-0000-4000-8000-000000000001"
+
+
+def spec(**overrides: Any) -> dict[str, Any]:
+    return {
+        "customer": {"id": "c", "email": "c@example.com", "name": "C"},
+        "items": [{"sku": "SKU-A", "quantity": 1, "unitPrice": 100}],
+        "currency": "INR", "paymentToken": "tok_visa",
+        "shippingAddress": {"name": "C", "line1": "1 Road", "city": "Pune",
+                            "postalCode": "411001", "country": "IN"},
+        "cancel": False, **overrides,
+    }
+
+
+def observed(state: saga.SagaState | None, *, cancel: bool = False, deleting: bool = False,
+             annotations: dict[str, str] | None = None) -> tuple[dict[str, Any], saga.SagaState]:
+    manifest_spec = spec(cancel=cancel)
+    current = state or saga.SagaState.new(UID, saga.OrderSpec.from_manifest(manifest_spec))
+    meta: dict[str, Any] = {"uid": UID, "name": "o", "namespace": "n",
+                            "annotations": annotations or {}}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    status = current.to_status() if state else {}
+    return {"metadata": meta, "spec": manifest_spec, "status": status}, current
+
+
+def started(**spec_overrides: Any) -> saga.SagaState:
+    fresh = saga.SagaState.new(UID, saga.OrderSpec.from_manifest(spec(**spec_overrides)))
+    return saga.decide(fresh, saga.Start(now=NOW), saga.SagaConfig()).state
+
+
+def test_a_new_order_starts_its_saga() -> None:
+    obj, state = observed(None)
+    assert isinstance(implied_event(obj, state, NOW, first_sight=True), saga.Start)
+
+
+def test_an_unchanged_running_order_asks_nothing() -> None:
+    obj, state = observed(started())
+    assert implied_event(obj, state, NOW, first_sight=False) is None
+
+
+def test_after_a_restart_a_running_order_re_sends_what_is_in_flight() -> None:
+    obj, state = observed(started())
+    assert isinstance(implied_event(obj, state, NOW, first_sight=True), saga.Recover)
+
+
+def test_spec_cancel_asks_for_cancellation_once() -> None:
+    obj, state = observed(started(), cancel=True)
+    assert isinstance(implied_event(obj, state, NOW, first_sight=False), saga.CancelRequested)
+    cancelled = saga.decide(state, saga.CancelRequested(now=NOW), saga.SagaConfig()).state
+    obj, state = observed(cancelled, cancel=True)
+    assert implied_event(obj, state, NOW, first_sight=False) is None
+
+
+def test_deletion_of_a_running_order_asks_for_compensation() -> None:
+    obj, state = observed(started(), deleting=True)
+    assert isinstance(implied_event(obj, state, NOW, first_sight=False), saga.Deleted)
+
+
+def test_the_resume_annotation_only_resumes_an_order_awaiting_repair() -> None:
+    obj, state = observed(started(), annotations={RESUME_ANNOTATION: "now"})
+    assert not isinstance(implied_event(obj, state, NOW, first_sight=False), saga.Resume)
