@@ -40,6 +40,7 @@ fmt: ## format the code
 	@$(VENV)/bin/ruff format .
 
 clean: down ## remove the local stack's state
+	@if [ -L .state/postgres ]; then rm -rf "$$(readlink -f .state/postgres)"; fi
 	rm -rf .state
 
 clean-cache: ## remove built tools (the next provision rebuilds them)

@@ -8,6 +8,7 @@ machine's own instances (if any) and `rm -rf .state` is a full reset.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import pwd
@@ -81,15 +82,40 @@ def _postgres_process(config: StackConfig) -> Process:
     return Process("postgres", _run_dir(config), stop_signal=signal.SIGINT)
 
 
+def _postgres_home(config: StackConfig) -> Path:
+    """The server's folder: .state/postgres, or (as root, when the `postgres` user cannot
+    reach the state folder, e.g. a checkout under /root) a folder under /var/tmp that
+    .state/postgres links to."""
+    link = config.state_dir / "postgres"
+    if link.exists():
+        return link.resolve()
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        link.mkdir()
+        return link
+    pg = pwd.getpwnam("postgres")
+    reachable = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x",
+                                str(config.state_dir)]).returncode == 0
+    if reachable:
+        home = link
+    else:
+        digest = hashlib.sha1(str(config.state_dir).encode()).hexdigest()[:12]
+        home = Path("/var/tmp/vyapaar") / digest / "postgres"
+        home.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(home.parent.parent, 0o755)
+        os.chmod(home.parent, 0o755)
+    home.mkdir(exist_ok=True)
+    os.chown(home, pg.pw_uid, pg.pw_gid)
+    if home != link:
+        link.symlink_to(home)
+    return home
+
+
 def _start_postgres(config: StackConfig) -> None:
     proc = _postgres_process(config)
     _refuse_foreign_port(config, config.ports.postgres, "PostgreSQL", proc)
-    home = config.state_dir / "postgres"
+    home = _postgres_home(config)
     data = home / "data"
-    home.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
-        pg = pwd.getpwnam("postgres")
-        os.chown(home, pg.pw_uid, pg.pw_gid)
     if not (data / "PG_VERSION").exists():
         subprocess.run(
             [
