@@ -1,0 +1,34 @@
+"""The `vyapaar` command line answers for the local stack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from vyapaar_stack.config import StackConfig
+
+
+def vyapaar(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vyapaar_stack", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_stack_env_prints_what_a_shell_needs(stack_config: StackConfig) -> None:
+    out = vyapaar("stack", "env").stdout
+    assert f"export KUBECONFIG={stack_config.kubeconfig}" in out
+    assert "export VYAPAAR_AMQP_URL=" in out
+
+
+def test_stack_status_reports_the_infrastructure_up(local_infra: StackConfig,
+                                                     kubeconfig: Path) -> None:
+    out = vyapaar("stack", "status").stdout
+    for part in ("kube-apiserver", "postgres", "rabbitmq", "redis", "prometheus"):
+        assert any(line.split() == [part, "up"] for line in out.splitlines()), out
+
+
+def test_dlq_list_shows_every_dead_letter_queue(local_infra: StackConfig) -> None:
+    result = vyapaar("dlq", "list")
+    assert result.returncode == 0, result.stderr
+    for queue in ("inventory.commands.dlq", "payment.commands.dlq", "operator.replies.dlq"):
+        assert queue in result.stdout
