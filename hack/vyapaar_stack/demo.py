@@ -44,7 +44,7 @@ def seed_stock(config: StackConfig, stock: dict[str, int]) -> None:
 
 
 def load_stock() -> dict[str, int]:
-    data = yaml.safe_load((SAMPLES / "stock.yaml").read_text())
+    data = yaml.safe_load((SAMPLES / "stock" / "stock.yaml").read_text())
     return {str(k): int(v) for k, v in data["stock"].items()}
 
 

@@ -10,6 +10,8 @@
 | ``VYAPAAR_BACKOFF_MAX_SECONDS`` | 60 | cap of the retry delay |
 | ``VYAPAAR_COMPENSATION_TIMEOUT_SECONDS`` | 10 | how long a compensation waits |
 | ``VYAPAAR_COMPENSATION_MAX_ATTEMPTS`` | 8 | compensation sends before CompensationFailed |
+| ``VYAPAAR_COMPENSATION_BACKOFF_BASE_SECONDS`` | 5 | first compensation retry delay |
+| ``VYAPAAR_COMPENSATION_BACKOFF_MAX_SECONDS`` | 600 | cap of the compensation retry delay |
 | ``VYAPAAR_TIMELINE_LIMIT`` | 20 | entries kept in ``status.timeline`` |
 | ``VYAPAAR_REPLY_PREFETCH`` | 32 | replies handled concurrently (RabbitMQ prefetch) |
 | ``VYAPAAR_STATUS_WRITE_RETRIES`` | 10 | re-reads after a 409 Conflict before giving up |
@@ -58,6 +60,12 @@ class OperatorSettings:
     compensation_max_attempts: int = field(
         default_factory=lambda: _int("VYAPAAR_COMPENSATION_MAX_ATTEMPTS", 8)
     )
+    compensation_backoff_base: float = field(
+        default_factory=lambda: _float("VYAPAAR_COMPENSATION_BACKOFF_BASE_SECONDS", 5)
+    )
+    compensation_backoff_max: float = field(
+        default_factory=lambda: _float("VYAPAAR_COMPENSATION_BACKOFF_MAX_SECONDS", 600)
+    )
     timeline_limit: int = field(default_factory=lambda: _int("VYAPAAR_TIMELINE_LIMIT", 20))
     reply_prefetch: int = field(default_factory=lambda: _int("VYAPAAR_REPLY_PREFETCH", 32))
     status_write_retries: int = field(
@@ -75,5 +83,7 @@ class OperatorSettings:
             backoff_max=timedelta(seconds=self.backoff_max),
             compensation_timeout=timedelta(seconds=self.compensation_timeout),
             compensation_max_attempts=self.compensation_max_attempts,
+            compensation_backoff_base=timedelta(seconds=self.compensation_backoff_base),
+            compensation_backoff_max=timedelta(seconds=self.compensation_backoff_max),
             timeline_limit=self.timeline_limit,
         )

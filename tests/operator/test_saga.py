@@ -232,8 +232,8 @@ def test_happy_path_walks_the_phases_and_records_the_services_ids() -> None:
     assert all(step["state"] == "Succeeded" for step in status["steps"].values())
     assert status["total"] == TOTAL and status["currency"] == "INR"
     assert status["reason"] == "OrderCompleted"
-    assert saga.state.condition("Ready") is not None
-    assert saga.state.condition("Ready").status == "True"  # type: ignore[union-attr]
+    ready = saga.state.condition("Ready")
+    assert ready is not None and ready.status == "True"
     assert saga.reasons == ["SagaStarted", "StockReserved", "PaymentCaptured", "ShipmentCreated",
                             "StockCommitted", "NotificationSent", "OrderCompleted"]
 
@@ -388,6 +388,22 @@ def test_cancel_while_shipping_waits_for_the_shipment_then_cancels_if_it_was_not
     assert saga.sent[-1].payload["template"] == "order-cancelled"
 
 
+def test_cancel_while_shipping_cancels_if_the_shipment_never_answers() -> None:
+    saga = Saga.new().run_to(Phase.SHIPPING)
+    saga.cancel()
+    for _ in range(CONFIG.max_attempts):
+        saga.expire()
+
+    assert saga.sent[-1].message_type == "VoidShipment"
+    saga.succeed("VoidShipment")
+    saga.succeed("RefundPayment")
+    saga.succeed("ReleaseStock")
+    saga.succeed("SendNotification")
+    assert saga.state.phase is Phase.CANCELLED
+    assert saga.state.reason == "CancellationRequested"
+    assert "CreateShipment got no reply" in saga.state.message
+
+
 def test_cancel_while_shipping_is_refused_if_the_shipment_is_created() -> None:
     saga = Saga.new().run_to(Phase.SHIPPING)
     saga.cancel()
@@ -466,6 +482,13 @@ def test_deleting_a_finished_order_changes_nothing() -> None:
     assert deleted == Decision(before)
 
 
+def test_deleting_a_completed_order_changes_nothing() -> None:
+    saga = Saga.new().run_to(Phase.COMPLETING)
+    saga.succeed("CommitStock")
+    saga.succeed("SendNotification")
+    assert saga.apply(Deleted(saga.now)) == Decision(saga.state)
+
+
 def test_cancel_during_compensation_keeps_the_failure_as_the_outcome() -> None:
     saga = Saga.new().run_to(Phase.PAYING)
     saga.reply("PaymentDeclined", "pay", reason="INSUFFICIENT_FUNDS")
@@ -534,8 +557,8 @@ def test_an_exhausted_retry_budget_compensates_the_step_whose_outcome_is_unknown
     late = saga.succeed("ChargePayment")  # the lost capture finally answers: not resurrected
     assert late == Decision(late.state) and saga.step_state("pay") is StepState.COMPENSATING
 
-    saga.reply("PaymentRefunded", "pay", refundId="rf-9", amount=TOTAL, noop=False)
-    assert commands(saga.last) == [("ReleaseStock", key("reserve"), True)]  # type: ignore[arg-type]
+    refunded = saga.reply("PaymentRefunded", "pay", refundId="rf-9", amount=TOTAL, noop=False)
+    assert commands(refunded) == [("ReleaseStock", key("reserve"), True)]
     saga.succeed("ReleaseStock")
     saga.succeed("SendNotification")
     assert saga.state.phase is Phase.FAILED
@@ -802,14 +825,12 @@ def every_intermediate_state() -> list[SagaState]:
 def test_the_status_round_trips_exactly(state: SagaState) -> None:
     status = state.to_status()
     assert SagaState.from_status(UID, state.spec, status) == state
-    # Through JSON, and as the apiserver stores it (nulls dropped, operator fields added):
-    stored = {k: v for k, v in json.loads(json.dumps(status)).items() if v is not None}
-    stored["steps"] = {name: {k: v for k, v in step.items() if v is not None}
-                       for name, step in stored["steps"].items()}
-    stored["observedGeneration"] = 3
+    # Through JSON, with a field the operator adds, and with explicit nulls:
+    stored = {"finishedAt": None, **json.loads(json.dumps(status)), "observedGeneration": 3}
     rebuilt = SagaState.from_status(UID, state.spec, stored)
     assert rebuilt == state
     assert rebuilt.to_status() == status
+    assert "null" not in json.dumps(status)  # as the apiserver stores it: no spurious writes
 
 
 @pytest.mark.parametrize("status", [None, {}, {"observedGeneration": 1}])
@@ -825,11 +846,12 @@ def test_the_status_uses_camel_case_and_rfc3339_utc_times() -> None:
     status = saga.state.to_status()
 
     assert set(status) == {"phase", "reason", "message", "total", "currency", "cancelRequested",
-                           "startedAt", "finishedAt", "steps", "conditions", "timeline"}
+                           "startedAt", "steps", "conditions", "timeline"}
     assert list(status["steps"]) == ["reserve", "pay", "ship", "commit", "notify"]
     assert set(status["steps"]["pay"]) == {
-        "state", "attempts", "compensationAttempts", "startedAt", "sentAt", "deadline",
-        "finishedAt", "lastError", "chargeId", "refundId", "compensationNoop"}
+        "state", "attempts", "compensationAttempts", "startedAt", "sentAt", "finishedAt",
+        "chargeId"}  # unset fields (deadline, lastError, refundId, ...) are left out
+    assert status["steps"]["ship"]["deadline"] == "2025-03-14T09:27:04.501500Z"
     assert status["startedAt"] == "2025-03-14T09:26:53Z"
     assert status["steps"]["pay"]["finishedAt"] == "2025-03-14T09:26:53.501500Z"
     assert status["conditions"][0].keys() == {"type", "status", "reason", "message",
@@ -924,8 +946,18 @@ def test_an_invalid_spec_is_refused_with_a_clear_message(
         OrderSpec.from_manifest(manifest(**overrides))
 
 
+def test_backoff_is_capped_even_after_very_many_attempts() -> None:
+    config = SagaConfig(backoff_base=timedelta(days=1), backoff_max=timedelta(days=30))
+    assert config.forward_wait(1) == config.step_timeout + timedelta(days=1)
+    assert config.forward_wait(3) == config.step_timeout + timedelta(days=4)
+    assert config.forward_wait(100_000) == config.step_timeout + timedelta(days=30)
+    assert SagaConfig(backoff_base=timedelta(0)).forward_wait(50) == SagaConfig().step_timeout
+
+
 def test_config_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="budgets"):
         SagaConfig(max_attempts=0)
     with pytest.raises(ValueError, match="step_timeout"):
         SagaConfig(step_timeout=timedelta(0))
+    with pytest.raises(ValueError, match="timeline_limit"):
+        SagaConfig(timeline_limit=101)  # the CRD keeps at most 100 entries

@@ -7,6 +7,12 @@ original answer returned to a retry, tombstones left by a compensation that foun
 to undo) and a network that delivers commands and replies in any order, duplicates them
 and loses some.  Hypothesis picks the interleaving; ``teardown`` stops the faults, lets
 everything in flight arrive, advances the clock, and checks the invariants of design.md.
+
+Losses are bounded below a compensation's attempt budget, so without an outage no saga may
+end in CompensationFailed.  (It may pass through it, when the simulated network holds a
+compensation's replies longer than its whole budget; the late reply then heals it.)  The
+second machine adds an outage of every compensation: those sagas must stop in
+CompensationFailed, and finish once a human repairs the service and resumes them.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ CONFIG = SagaConfig(
     compensation_backoff_max=timedelta(seconds=8),
     timeline_limit=10,
 )
-INITIAL_STOCK = {"SKU-LAPTOP": 3, "SKU-MOUSE": 2, "SKU-RARE": 1}
+INITIAL_STOCK = {"SKU-LAPTOP": 5, "SKU-MOUSE": 3, "SKU-RARE": 1}
 UNKNOWN_SKU = "SKU-GHOST"
 MAX_DROPS = CONFIG.compensation_max_attempts - 1
 """Fewer losses than a compensation has attempts, so one attempt always gets through."""
@@ -225,7 +231,7 @@ class Notification(Service):
 
 @st.composite
 def order_specs(draw: st.DrawFn) -> OrderSpec:
-    skus = draw(st.lists(st.sampled_from([*INITIAL_STOCK, *INITIAL_STOCK, UNKNOWN_SKU]),
+    skus = draw(st.lists(st.sampled_from([*INITIAL_STOCK] * 3 + [UNKNOWN_SKU]),
                          min_size=1, max_size=2, unique=True))
     return OrderSpec.from_manifest({
         "customer": {"id": "cust-1", "email": "c@example.com"},
@@ -233,10 +239,10 @@ def order_specs(draw: st.DrawFn) -> OrderSpec:
                    "unitPrice": draw(st.integers(0, 10_000))} for sku in skus],
         "currency": "INR",
         "paymentToken": draw(st.sampled_from(
-            ["tok_visa"] * 4 + ["tok_decline", "tok_insufficient_funds"])),
+            ["tok_visa"] * 8 + ["tok_decline", "tok_insufficient_funds"])),
         "shippingAddress": {
             "name": "C", "city": "Pune", "postalCode": "411001", "country": "IN",
-            "line1": draw(st.sampled_from(["1 Main Road"] * 3 + ["UNDELIVERABLE"])),
+            "line1": draw(st.sampled_from(["1 Main Road"] * 7 + ["UNDELIVERABLE"])),
         },
         "cancel": draw(st.integers(0, 7)) == 0,  # now and then, cancelled at creation
     })
@@ -334,7 +340,7 @@ class SagaWorld(RuleBasedStateMachine):
         if self.to_operator:
             self.deliver_reply(index)
 
-    @rule(count=st.integers(1, 12))
+    @rule(count=st.integers(1, 30))
     def messages_flow_in_order(self, count: int) -> None:
         self.drain(limit=count)
 
@@ -448,6 +454,7 @@ class SagaWorld(RuleBasedStateMachine):
             self.compensations_broken = False
             for uid, state in self.orders.items():
                 if state.needs_repair:
+                    event("resumed by a human")
                     self.operate(uid, Resume(self.now))
             self.settle()
         else:
