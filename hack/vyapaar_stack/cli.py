@@ -111,7 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from vyapaar_services.messaging import dlq
 
+    from . import top
+
     dlq.add_arguments(commands)
+    top.add_arguments(commands)
     return parser
 
 
@@ -121,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return run_demo(config)
+        if args.command == "top":
+            from . import top
+
+            return top.run(args)
         if args.command == "dlq":
             from vyapaar_services.messaging import dlq
 

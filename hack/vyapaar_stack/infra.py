@@ -236,7 +236,8 @@ def _start_rabbitmq(config: StackConfig) -> None:
                 f"management.tcp.port = {config.ports.rabbitmq_management}",
                 f"prometheus.tcp.ip = {config.host}",
                 f"prometheus.tcp.port = {config.ports.rabbitmq_prometheus}",
-                # Per-queue metrics (DLQ depth) on /metrics/per-object as well.
+                # /metrics stays aggregated (cheap); per-queue depth is scraped from
+                # /metrics/detailed?family=queue_coarse_metrics (job rabbitmq-queues).
                 "prometheus.return_per_object_metrics = false",
                 "loopback_users.guest = true",
                 "log.console = true",
@@ -339,6 +340,13 @@ def _start_prometheus(config: StackConfig) -> None:
     register_scrape_target(config, "prometheus", [f"{config.host}:{config.ports.prometheus}"])
     register_scrape_target(
         config, "rabbitmq", [f"{config.host}:{config.ports.rabbitmq_prometheus}"]
+    )
+    # Per-queue depth (DLQs included) comes from the detailed endpoint, one family only.
+    register_scrape_target(
+        config,
+        "rabbitmq-queues",
+        [f"{config.host}:{config.ports.rabbitmq_prometheus}"],
+        {"__metrics_path__": "/metrics/detailed", "__param_family": "queue_coarse_metrics"},
     )
     (home / "prometheus.yml").write_text(
         json.dumps(

@@ -23,7 +23,7 @@ from kubernetes_asyncio import client, config
 from vyapaar_services.messaging.publisher import Publisher
 from vyapaar_services.messaging.topology import Topology, declare_topology
 
-from vyapaar_operator import observe, replies, saga
+from vyapaar_operator import metrics, observe, replies, saga
 from vyapaar_operator.bus import RabbitCommandBus
 from vyapaar_operator.deadlines import Deadlines
 from vyapaar_operator.engine import SagaEngine, utcnow
@@ -106,6 +106,7 @@ async def order_changed(type: str | None, body: kopf.Body, memo: kopf.Memo,
     engine: SagaEngine = memo.engine
     if type == "DELETED":
         engine.deadlines.forget(ref)
+        metrics.forget(ref)
         return
     uid = obj["metadata"]["uid"]
     first_sight = uid not in memo.seen

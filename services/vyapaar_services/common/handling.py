@@ -62,6 +62,7 @@ class CommandProcessor:
         self.handlers = dict(handlers)
         self.topology = topology
         self.around = around
+        metrics.init_consumer(topology.command_queue(service), self.handlers, service=service)
 
     async def __call__(self, envelope: Envelope) -> None:
         handler = self.handlers.get(envelope.type)

@@ -4,15 +4,25 @@ Naming: prefix ``vyapaar_``, base units (seconds), ``_total`` for counters (the 
 the suffix), no per-order labels. Labels are bounded: ``queue`` and ``exchange`` are topology
 names, ``type`` is a contract message type (or ``unknown``), ``route`` is the aiohttp route
 template (or ``unmatched``).
+
+Series whose labels are known when a component starts are created at zero by
+:func:`init_consumer`, so the first event is visible to ``rate()`` and dashboards show 0
+rather than "No data". ``*_created`` series are disabled: Prometheus 2 ignores them, and
+they add one series to every counter and histogram child.
+The catalogue with types and labels is in docs/observability.md.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final
 
+import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 
 from vyapaar_services import contracts
+
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 __all__ = [
     "DB_POOL_IN_USE",
@@ -32,6 +42,7 @@ __all__ = [
     "OUTBOX_PENDING",
     "OUTBOX_PUBLISHED",
     "PROCESSOR_CALLS",
+    "init_consumer",
     "message_type_label",
 ]
 
@@ -73,7 +84,8 @@ MESSAGES_CONSUMED: Final = Counter(
 )
 MESSAGES_REDELIVERED: Final = Counter(
     "vyapaar_messages_redelivered",
-    "Messages the broker delivered again (redelivered flag set), by queue and type.",
+    "Messages the broker delivered again (redelivered flag set: a consumer died or nacked "
+    "before acking), by queue and type.",
     ["queue", "type"],
 )
 MESSAGES_RETRIED: Final = Counter(
@@ -145,3 +157,14 @@ PROCESSOR_CALLS: Final = Counter(
     "(ok|declined|rejected|injected_error).",
     ["service", "operation", "outcome"],
 )
+
+
+def init_consumer(queue: str, message_types: Iterable[str], *, service: str | None = None) -> None:
+    """Create, at zero, the series of a consumer of ``queue`` handling ``message_types``
+    (and, for a service's command queue, its inbox and idempotency series)."""
+    for message_type in message_types:
+        label = message_type_label(message_type)
+        MESSAGES_REDELIVERED.labels(queue, label)
+        if service is not None:
+            INBOX_DUPLICATES.labels(service, label)
+            IDEMPOTENT_REPLAYS.labels(service, label)

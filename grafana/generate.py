@@ -1,0 +1,561 @@
+#!/usr/bin/env python3
+"""Generate the Grafana dashboards of Vyapaar Nexus as code.
+
+    python grafana/generate.py            # (re)write grafana/dashboards/*.json
+    python grafana/generate.py --check    # exit 1 if regenerating would change a file
+
+The dashboards are plain dicts in Grafana's JSON model (schemaVersion 39): only
+``timeseries``/``stat``/``table`` panels, the data source is the ``${datasource}`` template
+variable, every panel has a unit, and every rate()/increase() uses ``$__rate_interval``.
+``grafana/lint.py`` checks those rules; ``tests/grafana`` runs it and proves every query
+returns data from the real Prometheus after a real run. Metric names: docs/observability.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+DASHBOARDS_DIR = Path(__file__).resolve().parent / "dashboards"
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+RATE = "$__rate_interval"
+TAG = "vyapaar"
+REF_IDS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+Panel = dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------
+
+
+def target(expr: str, legend: str = "__auto", *, instant: bool = False) -> dict[str, Any]:
+    """A Prometheus query; ``instant`` ones are table rows (format ``table``)."""
+    return {
+        "datasource": DATASOURCE,
+        "editorMode": "code",
+        "expr": expr,
+        "legendFormat": legend,
+        "range": not instant,
+        "instant": instant,
+        "format": "table" if instant else "time_series",
+    }
+
+
+def timeseries(
+    title: str,
+    description: str,
+    unit: str,
+    *targets: dict[str, Any],
+    width: int = 12,
+    height: int = 8,
+    stack: bool = False,
+    minimum: float | None = 0,
+    bars: bool = False,
+) -> Panel:
+    custom: dict[str, Any] = {
+        "drawStyle": "bars" if bars else "line",
+        "lineWidth": 1,
+        "fillOpacity": 25 if stack else 10,
+        "showPoints": "never",
+        "spanNulls": False,
+        "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+    }
+    defaults: dict[str, Any] = {"unit": unit, "custom": custom}
+    if minimum is not None:
+        defaults["min"] = minimum
+    return {
+        "type": "timeseries",
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "targets": list(targets),
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": {
+            "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        },
+        "_size": (width, height),
+    }
+
+
+def stat(
+    title: str,
+    description: str,
+    unit: str,
+    *targets: dict[str, Any],
+    width: int = 4,
+    height: int = 4,
+    red_above: float | None = None,
+    decimals: int | None = None,
+) -> Panel:
+    steps: list[dict[str, Any]] = [{"color": "green", "value": None}]
+    if red_above is not None:
+        steps.append({"color": "red", "value": red_above})
+    defaults: dict[str, Any] = {
+        "unit": unit,
+        "color": {"mode": "thresholds"},
+        "thresholds": {"mode": "absolute", "steps": steps},
+    }
+    if decimals is not None:
+        defaults["decimals"] = decimals
+    return {
+        "type": "stat",
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "targets": list(targets),
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "colorMode": "value",
+            "graphMode": "area",
+            "justifyMode": "auto",
+            "orientation": "auto",
+            "textMode": "auto",
+        },
+        "_size": (width, height),
+    }
+
+
+def table(title: str, description: str, unit: str, *targets: dict[str, Any],
+          width: int = 12, height: int = 8) -> Panel:
+    return {
+        "type": "table",
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "targets": list(targets),
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {"showHeader": True, "cellHeight": "sm"},
+        "transformations": [{"id": "merge", "options": {}}],
+        "_size": (width, height),
+    }
+
+
+def row(title: str) -> Panel:
+    return {"type": "row", "title": title, "collapsed": False, "panels": [], "_size": (24, 1)}
+
+
+def quantile(q: float, metric: str, by: str = "", selector: str = "") -> str:
+    labels = f"le, {by}" if by else "le"
+    return (f"histogram_quantile({q}, sum by ({labels}) "
+            f"(rate({metric}_bucket{selector}[{RATE}])))")
+
+
+def rate(metric: str, by: str = "", selector: str = "") -> str:
+    grouping = f"sum by ({by}) " if by else "sum "
+    return f"{grouping}(rate({metric}{selector}[{RATE}]))"
+
+
+def layout(panels: list[Panel]) -> list[Panel]:
+    """Place panels left to right, top to bottom, on Grafana's 24-column grid; number them."""
+    placed: list[Panel] = []
+    x = y = row_height = 0
+    for number, panel in enumerate(panels, start=1):
+        width, height = panel.pop("_size")
+        if x + width > 24 or panel["type"] == "row":
+            y += row_height
+            x = row_height = 0
+        panel = {"id": number, "gridPos": {"h": height, "w": width, "x": x, "y": y}, **panel}
+        for ref, item in zip(REF_IDS, panel.get("targets", []), strict=False):
+            item["refId"] = ref
+        placed.append(panel)
+        x += width
+        row_height = max(row_height, height)
+        if panel["type"] == "row":
+            y += height
+            x = row_height = 0
+    return placed
+
+
+def dashboard(uid: str, title: str, description: str, panels: list[Panel]) -> dict[str, Any]:
+    return {
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": [TAG],
+        "editable": True,
+        "graphTooltip": 1,
+        "refresh": "10s",
+        "schemaVersion": 39,
+        "version": 1,
+        "time": {"from": "now-1h", "to": "now"},
+        "timepicker": {},
+        "timezone": "",
+        "fiscalYearStartMonth": 0,
+        "liveNow": False,
+        "weekStart": "",
+        "links": [
+            {
+                "type": "dashboards",
+                "title": "Vyapaar Nexus",
+                "tags": [TAG],
+                "asDropdown": False,
+                "includeVars": True,
+                "keepTime": True,
+            }
+        ],
+        "annotations": {
+            "list": [
+                {
+                    "builtIn": 1,
+                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                    "enable": True,
+                    "hide": True,
+                    "iconColor": "rgba(0, 211, 255, 1)",
+                    "name": "Annotations & Alerts",
+                    "type": "dashboard",
+                }
+            ]
+        },
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Data source",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                    "includeAll": False,
+                    "multi": False,
+                    "options": [],
+                    "refresh": 1,
+                    "regex": "",
+                }
+            ]
+        },
+        "panels": layout(panels),
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Saga overview
+# --------------------------------------------------------------------------------------
+
+FINISHED = "vyapaar_saga_orders_finished_total"
+
+
+def saga_overview() -> dict[str, Any]:
+    failed = f'sum(rate({FINISHED}{{outcome="Failed"}}[{RATE}]))'
+    panels = [
+        row("Now"),
+        stat("Orders finished", "Orders reaching Completed, Failed or Cancelled per second.",
+             "ops", target(f"sum(rate({FINISHED}[{RATE}]))", "finished"), decimals=2),
+        stat("Failure ratio", "Share of the finished orders that ended Failed "
+             "(alert VyapaarSagaFailureRatioHigh: over 25% for 5 minutes).", "percentunit",
+             target(f"{failed} / sum(rate({FINISHED}[{RATE}]))", "failed"), red_above=0.25),
+        stat("Sagas in flight", "Orders not yet in a terminal phase.", "short",
+             target("sum(vyapaar_saga_in_flight)", "in flight")),
+        stat("Stuck sagas", "Sagas older than the operator's saga deadline "
+             "(alert VyapaarSagaStuck).", "short",
+             target("sum(vyapaar_saga_stuck)", "stuck"), red_above=1),
+        stat("Awaiting repair", "Sagas in CompensationFailed: a compensation ran out of "
+             "retries; repair the service and resume (alert VyapaarCompensationFailed).",
+             "short", target("sum(vyapaar_saga_awaiting_repair)", "CompensationFailed"),
+             red_above=1),
+        stat("Saga p99 duration", "99th percentile of the time from a saga's start to its "
+             "outcome.", "s", target(quantile(0.99, "vyapaar_saga_duration_seconds"), "p99")),
+        row("Throughput and outcomes"),
+        timeseries("Orders finished by outcome", "Orders per second reaching each outcome.",
+                   "ops", target(rate(FINISHED, "outcome"), "{{outcome}}"), stack=True),
+        timeseries("Sagas in flight by phase", "Non-terminal sagas known to the operator, "
+                   "by phase.", "short",
+                   target("sum by (phase) (vyapaar_saga_in_flight)", "{{phase}}"), stack=True),
+        timeseries("Saga duration percentiles", "Time from a saga's start to its outcome.",
+                   "s",
+                   target(quantile(0.5, "vyapaar_saga_duration_seconds"), "p50"),
+                   target(quantile(0.9, "vyapaar_saga_duration_seconds"), "p90"),
+                   target(quantile(0.99, "vyapaar_saga_duration_seconds"), "p99")),
+        timeseries("Saga duration p95 by outcome", "95th percentile of the saga duration for "
+                   "each outcome.", "s",
+                   target(quantile(0.95, "vyapaar_saga_duration_seconds", "outcome"),
+                          "{{outcome}}")),
+        row("Steps"),
+        timeseries("Step duration p95 by step", "95th percentile from a step's first command "
+                   "to its successful reply (retries included).", "s",
+                   target(quantile(0.95, "vyapaar_saga_step_duration_seconds", "step",
+                                   '{outcome="succeeded"}'), "{{step}}")),
+        timeseries("Step outcomes", "Steps settling per second, by step and outcome "
+                   "(succeeded, rejected, unknown: no reply within the budget or cancelled "
+                   "in flight).", "ops",
+                   target(rate("vyapaar_saga_step_duration_seconds_count", "step, outcome"),
+                          "{{step}} {{outcome}}")),
+        timeseries("Retries by step", "Commands sent again per second: after a timeout, or "
+                   "re-sent after an operator restart (recovery).", "ops",
+                   target(rate("vyapaar_saga_retries_total", "step, kind, reason"),
+                          "{{step}} {{kind}} ({{reason}})")),
+        timeseries("Timeouts by step", "Deadlines that passed without a reply, per second.",
+                   "ops",
+                   target(rate("vyapaar_saga_timeouts_total", "step, kind"),
+                          "{{step}} {{kind}}")),
+        row("Compensations"),
+        timeseries("Compensations by step", "Compensations started per second, by step.",
+                   "ops", target(rate("vyapaar_saga_compensations_total", "step"), "{{step}}"),
+                   stack=True),
+        timeseries("Compensations by reason", "Compensations started per second, by the "
+                   "reason the saga turned around (only reasons seen in the window).", "ops",
+                   target(rate("vyapaar_saga_compensations_total", "reason") + " > 0",
+                          "{{reason}}"), stack=True),
+        timeseries("Compensations completed", "Compensations confirmed per second: undone, or "
+                   "noop (nothing to undo; a tombstone refuses a late forward command).", "ops",
+                   target(rate("vyapaar_saga_compensations_completed_total", "step, result"),
+                          "{{step}} {{result}}")),
+        timeseries("Compensation failures", "Compensations that ran out of retries in the "
+                   "interval (the saga entered CompensationFailed).", "short",
+                   target(f"sum by (step) (increase(vyapaar_saga_compensation_failures_total"
+                          f"[{RATE}]))", "{{step}}"), bars=True),
+        row("Saga age"),
+        timeseries("Oldest saga age by phase", "Age of the oldest non-terminal saga in each "
+                   "phase, against the deadline after which it counts as stuck.", "s",
+                   target("max by (phase) (vyapaar_saga_oldest_age_seconds)", "{{phase}}"),
+                   target("max(vyapaar_saga_deadline_seconds)", "deadline")),
+        timeseries("Stuck sagas by phase", "Non-terminal sagas older than the deadline.",
+                   "short", target("sum by (phase) (vyapaar_saga_stuck)", "{{phase}}"),
+                   stack=True),
+        row("Operator"),
+        timeseries("Replies applied and ignored", "Service replies per second: applied, or "
+                   "ignored (duplicate, late or no longer relevant).", "ops",
+                   target(rate("vyapaar_saga_replies_total", "result"), "{{result}}")),
+        timeseries("Commands published", "Commands the operator published per second, by kind.",
+                   "ops",
+                   target(rate("vyapaar_saga_commands_published_total", "kind"), "{{kind}}")),
+        timeseries("Status write conflicts", "Order status writes refused with 409 Conflict "
+                   "(re-read and decided again) per second.", "ops",
+                   target(rate("vyapaar_saga_status_conflicts_total"), "conflicts")),
+        timeseries("Transitions by reason", "Saga transitions (Kubernetes Events) per second.",
+                   "ops",
+                   target(rate("vyapaar_saga_transitions_total", "reason"), "{{reason}}")),
+    ]
+    return dashboard("vyapaar-saga-overview", "Vyapaar Nexus / Saga overview",
+                     "Order sagas: throughput by outcome, phases, durations, compensations, "
+                     "retries and stuck sagas (operator metrics).", panels)
+
+
+# --------------------------------------------------------------------------------------
+# Services
+# --------------------------------------------------------------------------------------
+
+HTTP = "vyapaar_http_requests_total"
+COMMAND_QUEUES = '{queue=~".+\\\\.commands"}'
+
+
+def services() -> dict[str, Any]:
+    errors = (f'(sum by (service) (rate({HTTP}{{status=~"5.."}}[{RATE}])) or '
+              f"sum by (service) (rate({HTTP}[{RATE}])) * 0)")
+    panels = [
+        row("HTTP (rate, errors, duration)"),
+        timeseries("Request rate by service", "HTTP requests per second (the scrapes of "
+                   "/metrics included).", "reqps", target(rate(HTTP, "service"), "{{service}}")),
+        timeseries("Error ratio by service", "Share of HTTP responses with a 5xx status.",
+                   "percentunit",
+                   target(f"{errors} / {rate(HTTP, 'service')}", "{{service}}")),
+        timeseries("Request duration p99 by service", "99th percentile of the HTTP request "
+                   "duration.", "s",
+                   target(quantile(0.99, "vyapaar_http_request_duration_seconds", "service"),
+                          "{{service}}")),
+        timeseries("Requests by route and status", "HTTP requests per second by route "
+                   "template and status code.", "reqps",
+                   target(rate(HTTP, "service, method, route, status"),
+                          "{{service}} {{method}} {{route}} {{status}}")),
+        row("Commands"),
+        timeseries("Commands handled by outcome", "Commands consumed per second by each "
+                   "service, by outcome (ok, retry, dead_lettered).", "mps",
+                   target(rate("vyapaar_messages_consumed_total", "queue, outcome",
+                               COMMAND_QUEUES), "{{queue}} {{outcome}}")),
+        timeseries("Command handling duration p95", "95th percentile of the time in the "
+                   "command handler (one database transaction).", "s",
+                   target(quantile(0.95, "vyapaar_message_handling_duration_seconds", "queue",
+                                   COMMAND_QUEUES), "{{queue}}")),
+        timeseries("Simulated processor calls", "Calls to the simulated payment processor and "
+                   "carrier per second, by outcome (injected_error: fault injection).", "ops",
+                   target(rate("vyapaar_processor_calls_total", "service, operation, outcome"),
+                          "{{service}} {{operation}} {{outcome}}")),
+        row("Outbox and inbox"),
+        timeseries("Outbox pending messages", "Outbox rows not yet published by the relay.",
+                   "short",
+                   target("max by (service) (vyapaar_outbox_pending_messages)", "{{service}}")),
+        timeseries("Outbox lag", "Age of the oldest unpublished outbox row (alert "
+                   "VyapaarOutboxLag: over 30 s for a minute).", "s",
+                   target("max by (service) (vyapaar_outbox_oldest_unsent_age_seconds)",
+                          "{{service}}")),
+        timeseries("Outbox published", "Outbox rows published with a confirm per second.",
+                   "mps",
+                   target(rate("vyapaar_outbox_published_messages_total", "service"),
+                          "{{service}}")),
+        timeseries("Inbox duplicates and idempotent replays", "Exact redeliveries caught by "
+                   "the inbox, and retried commands answered from their stored result, per "
+                   "second.", "mps",
+                   target(rate("vyapaar_inbox_duplicates_total", "service"),
+                          "{{service}} duplicate"),
+                   target(rate("vyapaar_idempotent_replays_total", "service"),
+                          "{{service}} replay")),
+        row("Database and processes"),
+        timeseries("Database pool in use", "asyncpg pool connections acquired, against the "
+                   "connections open.", "short",
+                   target("max by (service) (vyapaar_db_pool_connections_in_use)",
+                          "{{service}} in use"),
+                   target("max by (service) (vyapaar_db_pool_connections)", "{{service}} open")),
+        timeseries("Database pool utilisation", "Share of the open pool connections in use.",
+                   "percentunit",
+                   target("sum by (service) (vyapaar_db_pool_connections_in_use) / "
+                          "sum by (service) (vyapaar_db_pool_connections)", "{{service}}")),
+        timeseries("CPU by process", "CPU seconds per second of each scraped process.",
+                   "percentunit",
+                   target(rate("process_cpu_seconds_total", "job"), "{{job}}")),
+        timeseries("Resident memory by process", "Resident memory of each scraped process.",
+                   "bytes",
+                   target("sum by (job) (process_resident_memory_bytes)", "{{job}}")),
+        table("Targets", "Scrape targets: up (1) or down (0; alert VyapaarTargetDown), time per "
+              "scrape and samples per scrape.", "short",
+              target("min by (job, instance) (up)", "up", instant=True),
+              target("max by (job, instance) (scrape_duration_seconds)", "scrape seconds",
+                     instant=True),
+              target("max by (job, instance) (scrape_samples_scraped)", "samples",
+                     instant=True), width=24),
+    ]
+    return dashboard("vyapaar-services", "Vyapaar Nexus / Services",
+                     "The services: HTTP rate, errors and duration; commands; outbox and "
+                     "inbox; database pool; processes.", panels)
+
+
+# --------------------------------------------------------------------------------------
+# Messaging
+# --------------------------------------------------------------------------------------
+
+MAIN_QUEUES = '{queue!~".+\\\\.(dlq|retry\\\\..+)"}'
+RETRY_QUEUES = '{queue=~".+\\\\.retry\\\\..+"}'
+DLQS = '{queue=~".+\\\\.dlq"}'
+
+
+def messaging() -> dict[str, Any]:
+    panels = [
+        row("Queues"),
+        stat("Dead-lettered messages", "Messages waiting in every dead-letter queue (alert "
+             "VyapaarDeadLetterQueueNotEmpty).", "short",
+             target("sum(max by (queue) (vyapaar_dlq_messages))", "in DLQs"), red_above=1,
+             width=6),
+        stat("Ready messages", "Messages ready in the work queues (RabbitMQ).", "short",
+             target(f"sum(rabbitmq_detailed_queue_messages_ready{MAIN_QUEUES})", "ready"),
+             width=6),
+        stat("Unacknowledged messages", "Messages delivered and being handled (RabbitMQ).",
+             "short",
+             target(f"sum(rabbitmq_detailed_queue_messages_unacked{MAIN_QUEUES})", "unacked"),
+             width=6),
+        stat("Waiting for a retry", "Messages in the delay queues, waiting for their next "
+             "attempt (RabbitMQ).", "short",
+             target(f"sum(rabbitmq_detailed_queue_messages{RETRY_QUEUES})", "retrying"),
+             width=6),
+        timeseries("Queue depth", "Messages ready in each work queue (RabbitMQ).", "short",
+                   target(f"sum by (queue) (rabbitmq_detailed_queue_messages_ready"
+                          f"{MAIN_QUEUES})", "{{queue}}")),
+        timeseries("Unacknowledged by queue", "Messages delivered to a consumer and not yet "
+                   "acknowledged (RabbitMQ).", "short",
+                   target(f"sum by (queue) (rabbitmq_detailed_queue_messages_unacked"
+                          f"{MAIN_QUEUES})", "{{queue}}")),
+        timeseries("Dead-letter queue depth", "Messages in each dead-letter queue, as sampled "
+                   "by its consumer and as RabbitMQ reports it.", "short",
+                   target("max by (queue) (vyapaar_dlq_messages)", "{{queue}} (consumer)"),
+                   target(f"sum by (queue) (rabbitmq_detailed_queue_messages{DLQS})",
+                          "{{queue}} (broker)")),
+        timeseries("Retry queue depth", "Messages waiting in each delay queue (RabbitMQ).",
+                   "short",
+                   target(f"sum by (queue) (rabbitmq_detailed_queue_messages{RETRY_QUEUES})",
+                          "{{queue}}")),
+        row("Flow"),
+        timeseries("Published by exchange", "Messages published per second with a publisher "
+                   "confirm, by exchange and outcome.", "mps",
+                   target(rate("vyapaar_messages_published_total", "exchange, outcome"),
+                          "{{exchange}} {{outcome}}")),
+        timeseries("Consumed by queue", "Messages consumed per second, by queue and outcome.",
+                   "mps",
+                   target(rate("vyapaar_messages_consumed_total", "queue, outcome"),
+                          "{{queue}} {{outcome}}")),
+        timeseries("Redelivered by queue", "Messages the broker delivered again per second "
+                   "(a consumer died or nacked before acking).", "mps",
+                   target(rate("vyapaar_messages_redelivered_total", "queue"), "{{queue}}")),
+        timeseries("Delayed retries by queue", "Messages sent to a delay queue per second, by "
+                   "queue and delay tier.", "mps",
+                   target(rate("vyapaar_messages_retried_total", "queue, tier"),
+                          "{{queue}} {{tier}}")),
+        timeseries("Dead-lettered by queue", "Messages moved to a dead-letter queue per second, "
+                   "by queue and reason (poison, permanent, exhausted).", "mps",
+                   target(rate("vyapaar_messages_dead_lettered_total", "queue, reason"),
+                          "{{queue}} {{reason}}")),
+        timeseries("Handling duration p95 by queue", "95th percentile of the time in the "
+                   "message handler.", "s",
+                   target(quantile(0.95, "vyapaar_message_handling_duration_seconds", "queue"),
+                          "{{queue}}")),
+        row("Broker"),
+        timeseries("Broker message rates", "Messages received, delivered and redelivered by "
+                   "RabbitMQ per second.", "mps",
+                   target(rate("rabbitmq_global_messages_received_total"), "received"),
+                   target(rate("rabbitmq_global_messages_delivered_total"), "delivered"),
+                   target(rate("rabbitmq_global_messages_redelivered_total"), "redelivered")),
+        timeseries("Connections, channels and consumers", "Open AMQP connections, channels "
+                   "and consumers.", "short",
+                   target("sum(rabbitmq_connections)", "connections"),
+                   target("sum(rabbitmq_channels)", "channels"),
+                   target("sum(rabbitmq_consumers)", "consumers")),
+        timeseries("Broker memory", "Resident memory of the RabbitMQ node against its "
+                   "high-watermark limit.", "bytes",
+                   target("sum(rabbitmq_process_resident_memory_bytes)", "resident"),
+                   target("sum(rabbitmq_resident_memory_limit_bytes)", "limit")),
+        timeseries("Broker alarms", "Memory, disk and file-descriptor alarms (1: publishers "
+                   "are blocked).", "short",
+                   target("max(rabbitmq_alarms_memory_used_watermark)", "memory"),
+                   target("max(rabbitmq_alarms_free_disk_space_watermark)", "disk"),
+                   target("max(rabbitmq_alarms_file_descriptor_limit)", "file descriptors")),
+    ]
+    return dashboard("vyapaar-messaging", "Vyapaar Nexus / Messaging",
+                     "RabbitMQ queues and dead-letter queues; publish, consume, redelivery, "
+                     "retry and dead-letter rates.", panels)
+
+
+DASHBOARDS = {
+    "saga-overview.json": saga_overview,
+    "services.json": services,
+    "messaging.json": messaging,
+}
+
+
+def render() -> dict[str, str]:
+    """File name -> JSON text of every dashboard."""
+    return {name: json.dumps(build(), indent=2) + "\n" for name, build in DASHBOARDS.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--check", action="store_true",
+                        help="do not write; exit 1 if a file would change (or is extra)")
+    parser.add_argument("--dashboards", type=Path, default=DASHBOARDS_DIR,
+                        help="directory of the dashboard JSON (default: %(default)s)")
+    args = parser.parse_args(argv)
+    wanted = render()
+    directory: Path = args.dashboards
+    if args.check:
+        stale = [name for name, text in wanted.items()
+                 if not (directory / name).is_file() or (directory / name).read_text() != text]
+        extra = sorted(p.name for p in directory.glob("*.json") if p.name not in wanted)
+        for name in stale:
+            print(f"{directory / name}: out of date; run python grafana/generate.py",
+                  file=sys.stderr)
+        for name in extra:
+            print(f"{directory / name}: not generated by grafana/generate.py", file=sys.stderr)
+        return 1 if stale or extra else 0
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in wanted.items():
+        path = directory / name
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
