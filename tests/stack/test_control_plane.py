@@ -63,22 +63,23 @@ async def widget_crd(k8s_api: client.ApiClient) -> str:
     raise AssertionError("CRD never became Established")
 
 
+async def create_widget(
+    objs: client.CustomObjectsApi, namespace: str, name: str, spec: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Widget",
+                            "metadata": {"name": name}}
+    if spec is not None:
+        body["spec"] = spec
+    created: dict[str, Any] = await objs.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, body)
+    return created
+
+
 async def test_a_crd_is_installed_and_its_resources_are_served(
     widget_crd: str, k8s_api: client.ApiClient, namespace: str
 ) -> None:
     objs = client.CustomObjectsApi(k8s_api)
-    created = await objs.create_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        PLURAL,
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Widget",
-            "metadata": {"name": "w1"},
-            "spec": {"size": 3},
-        },
-    )
+    created = await create_widget(objs, namespace, "w1", {"size": 3})
     assert created["metadata"]["uid"]
     fetched = await objs.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "w1")
     assert fetched["spec"] == {"size": 3}
@@ -88,18 +89,7 @@ async def test_status_patch_with_stale_resource_version_is_refused_with_409(
     widget_crd: str, k8s_api: client.ApiClient, namespace: str
 ) -> None:
     objs = client.CustomObjectsApi(k8s_api)
-    created = await objs.create_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        PLURAL,
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Widget",
-            "metadata": {"name": "w2"},
-            "spec": {"size": 1},
-        },
-    )
+    created = await create_widget(objs, namespace, "w2", {"size": 1})
     stale_rv = created["metadata"]["resourceVersion"]
 
     patched = await objs.patch_namespaced_custom_object_status(
@@ -133,13 +123,7 @@ async def test_a_watch_receives_the_status_change(
     widget_crd: str, k8s_api: client.ApiClient, namespace: str
 ) -> None:
     objs = client.CustomObjectsApi(k8s_api)
-    created = await objs.create_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        PLURAL,
-        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Widget", "metadata": {"name": "w3"}},
-    )
+    created = await create_widget(objs, namespace, "w3")
     seen: list[str | None] = []
 
     async def follow() -> None:
