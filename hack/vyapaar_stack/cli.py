@@ -92,6 +92,8 @@ def run_demo(config: StackConfig) -> int:
         f"RabbitMQ management: {config.rabbitmq_management_url} (guest/guest)"
     )
     print(f"Logs of every process: {config.state_dir / 'run'}/")
+    print("Key saga figures, live from Prometheus: .venv/bin/vyapaar top")
+    print("Stop everything: make down")
     return 0 if all_as_expected else 1
 
 
