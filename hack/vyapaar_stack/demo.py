@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -108,6 +107,3 @@ def main(config: StackConfig) -> bool:
     print()
     return print_table(rows)
 
-
-def sample_path(name: str) -> Path:
-    return SAMPLES / f"{name}.yaml"

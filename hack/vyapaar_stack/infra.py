@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import REPO_ROOT, StackConfig
-from .processes import Process, StackError, port_open, wait_until
+from .processes import Process, StackError, http_ok, port_open, wait_until
 
 RULES_DIR = REPO_ROOT / "manifests" / "prometheus" / "rules"
 POSTGRES_BIN = Path(os.environ.get("VYAPAAR_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
@@ -60,14 +60,6 @@ def _refuse_foreign_port(config: StackConfig, port: int, what: str, proc: Proces
             f"{what}: port {config.host}:{port} is taken by another process; "
             f"set VYAPAAR_*_PORT to a free port (see hack/vyapaar_stack/config.py)"
         )
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------
@@ -391,7 +383,7 @@ def reload_prometheus(config: StackConfig) -> None:
 
 
 def _prometheus_ready(config: StackConfig) -> bool:
-    return _http_ok(f"{config.prometheus_url}/-/ready")
+    return http_ok(f"{config.prometheus_url}/-/ready")
 
 
 COMPONENTS: tuple[Component, ...] = (

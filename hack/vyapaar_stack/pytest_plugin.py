@@ -173,12 +173,8 @@ def kubectl(kubeconfig: Path, stack_config: StackConfig) -> Iterator[object]:
     def run(
         *args: str, check: bool = True, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        binary = stack_config.cache_dir / "bin" / "kubectl"
-        result = subprocess.run(
-            [str(binary), "--kubeconfig", str(kubeconfig), *args],
-            capture_output=True,
-            text=True,
-            input=input,
+        result = cluster.kubectl(
+            stack_config, *args, check=False, input=input, kubeconfig=kubeconfig
         )
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr}")

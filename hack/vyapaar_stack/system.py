@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .config import StackConfig
 from .infra import register_scrape_target
-from .processes import Process, wait_until
+from .processes import Process, http_ok, wait_until
 
 SERVICES = ("inventory", "payment", "shipping", "notification")
 
@@ -38,14 +37,6 @@ PORTS = Ports()
 
 def service_url(config: StackConfig, name: str) -> str:
     return f"http://{config.host}:{PORTS.service(name)}"
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 def _process(config: StackConfig, name: str) -> Process:
@@ -85,13 +76,13 @@ def start_operator(config: StackConfig, extra_env: Mapping[str, str] | None = No
 
 
 def wait_service(config: StackConfig, name: str, timeout: float = 60) -> None:
-    wait_until(lambda: _http_ok(f"{service_url(config, name)}/readyz"), what=name,
+    wait_until(lambda: http_ok(f"{service_url(config, name)}/readyz"), what=name,
                timeout=timeout, process=_process(config, name))
 
 
 def wait_operator(config: StackConfig, timeout: float = 60) -> None:
     url = f"http://{config.host}:{PORTS.operator_health}/healthz"
-    wait_until(lambda: _http_ok(url), what="operator", timeout=timeout,
+    wait_until(lambda: http_ok(url), what="operator", timeout=timeout,
                process=_process(config, "operator"))
 
 
@@ -112,6 +103,6 @@ def down(config: StackConfig) -> None:
 
 
 def status(config: StackConfig) -> dict[str, bool]:
-    states = {name: _http_ok(f"{service_url(config, name)}/readyz") for name in SERVICES}
-    states["operator"] = _http_ok(f"http://{config.host}:{PORTS.operator_health}/healthz")
+    states = {name: http_ok(f"{service_url(config, name)}/readyz") for name in SERVICES}
+    states["operator"] = http_ok(f"http://{config.host}:{PORTS.operator_health}/healthz")
     return states

@@ -7,6 +7,8 @@ import subprocess
 from typing import Any
 
 import aiohttp
+from aio_pika.abc import AbstractChannel
+from vyapaar_services.messaging.topology import dlq_name
 
 from . import system
 from .config import StackConfig
@@ -90,3 +92,20 @@ async def stock(http: aiohttp.ClientSession, running: System, sku: str) -> dict[
 
 def ledger_kinds(effects: dict[str, Any]) -> list[tuple[str, int]]:
     return sorted((e["kind"], e["amount"]) for e in effects["payment"]["entries"])
+
+
+async def remove_from_dlq(channel: AbstractChannel, queue: str, markers: list[str]) -> int:
+    """Ack the messages in `queue`'s DLQ whose body holds one of `markers` (a test's own
+    poison), put the others back; return how many were removed."""
+    dlq = await channel.declare_queue(dlq_name(queue), passive=True)
+    removed = 0
+    for _ in range(2000):
+        message = await dlq.get(fail=False)
+        if message is None:
+            break
+        if any(marker.encode() in message.body for marker in markers):
+            await message.ack()
+            removed += 1
+        else:
+            await message.nack(requeue=True)
+    return removed

@@ -11,6 +11,7 @@ between: re-read and decide again — decisions are pure, so that is safe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import Callable, Mapping
@@ -121,6 +122,10 @@ class SagaEngine:
             await self._publish(obj, command)
         for transition in decision.transitions:
             await self.recorder.record(obj, transition)
+        if decision.state.is_terminal and not state.is_terminal:
+            # Let a deletion proceed now, not on the next watch event.
+            with contextlib.suppress(Conflict):  # that next event will retry it
+                obj = await self._ensure_finalizer(obj, decision.state)
         self._track(obj, decision.state)
         return decision.state
 

@@ -72,8 +72,14 @@ async def test_a_reply_delivered_twice_changes_nothing_the_second_time(
     sku = unique_sku("SKU-DUP")
     await seed_stock({sku: 1})
     order = apply_order(order_manifest("dup", sku=sku))
-    done = await wait_for_phase("dup")
+    await wait_for_phase("dup")
     uid = order["metadata"]["uid"]
+    for _ in range(50):  # settled: the finalizer goes right after the final status write
+        done = get_order(kubectl, namespace, "dup")
+        if not done["metadata"].get("finalizers"):
+            break
+        await asyncio.sleep(0.1)
+    assert not done["metadata"].get("finalizers")
     before = done["metadata"]["resourceVersion"]
 
     stale = Envelope.from_dict({

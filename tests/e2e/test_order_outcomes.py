@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -128,10 +129,11 @@ async def test_a_cancellation_after_the_pivot_is_refused_with_a_condition(
     kubectl("patch", "orders.vyapaar.dev", "too-late", "-n", namespace, "--type=merge",
             "-p", '{"spec":{"cancel":true}}')
     order = await wait_for_phase("too-late", {"Completed"})
-    for _ in range(50):
+    for _ in range(50):  # the refusal lands with the next status write; give it 10 s
         refused = condition(order, "CancellationRefused")
         if refused:
             break
+        await asyncio.sleep(0.2)
         order = await wait_for_phase("too-late", {"Completed"})
     assert refused is not None and refused["status"] == "True"
     assert order["status"]["phase"] == "Completed"

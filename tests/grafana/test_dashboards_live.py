@@ -27,34 +27,15 @@ import aiohttp
 import asyncpg
 import pytest
 from vyapaar_services.messaging.envelope import Envelope
-from vyapaar_services.messaging.topology import EVENTS_EXCHANGE, REPLIES_QUEUE, dlq_name
-from vyapaar_stack import infra, system
+from vyapaar_services.messaging.topology import EVENTS_EXCHANGE, REPLIES_QUEUE
+from vyapaar_stack import system
 from vyapaar_stack.config import StackConfig
-from vyapaar_stack.testing import System, order_manifest
+from vyapaar_stack.testing import System, order_manifest, remove_from_dlq
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
-QUEUE_METRICS_JOB = "rabbitmq-queues"
-
-
-@pytest.fixture(scope="session")
-def rabbitmq_queue_metrics(local_infra: StackConfig) -> str:
-    """Per-queue RabbitMQ metrics (queue and DLQ depth), scraped as job ``rabbitmq-queues``.
-
-    The local stack's rabbitmq.conf keeps per-object metrics off /metrics; the queue family
-    comes from /metrics/detailed. Registering the target is idempotent (the same file the
-    stack writes when it is set up to scrape it).
-    """
-    config = local_infra
-    infra.register_scrape_target(
-        config, QUEUE_METRICS_JOB, [f"{config.host}:{config.ports.rabbitmq_prometheus}"],
-        {"__metrics_path__": "/metrics/detailed", "__param_family": "queue_coarse_metrics"},
-    )
-    return QUEUE_METRICS_JOB
-
-
 @contextlib.asynccontextmanager
 async def stock_fault(database_url: str, sku: str) -> AsyncIterator[None]:
     """Until exit, committing held stock of ``sku`` fails in the database (a transient error
@@ -89,19 +70,6 @@ async def counter(http: aiohttp.ClientSession, url: str, name: str, **labels: st
         if line.startswith((name + "{", name + " ")) and wanted:
             total += float(line.rsplit(" ", 1)[1])
     return total
-
-
-async def remove_from_dlq(channel: aio_pika.abc.AbstractChannel, queue: str,
-                          marker: bytes) -> None:
-    dlq = await channel.declare_queue(dlq_name(queue), passive=True)
-    for _ in range(500):
-        message = await dlq.get(fail=False)
-        if message is None:
-            return
-        if marker in message.body:
-            await message.ack()
-        else:
-            await message.nack(requeue=True)
 
 
 async def scraped_since_start(http: aiohttp.ClientSession, prometheus_url: str,
@@ -148,7 +116,7 @@ def has_finite_value(result: list[Any]) -> bool:
 
 
 async def test_every_panel_query_returns_data_after_a_real_run(
-    running_system: System, prometheus_url: str, rabbitmq_queue_metrics: str,
+    running_system: System, prometheus_url: str,
     http: aiohttp.ClientSession, unique_sku: Callable[[str], str], seed_stock: Any,
     apply_order: Any, wait_for_phase: Any, namespace: str, amqp_url: str, database_url: str,
     lint: ModuleType,
@@ -217,7 +185,7 @@ async def test_every_panel_query_returns_data_after_a_real_run(
             missing = await wait_for_every_query(lint, prometheus_url, started)
         finally:
             await asyncio.sleep(1)  # the poison message reaches the DLQ
-            await remove_from_dlq(channel, REPLIES_QUEUE, marker)
+            await remove_from_dlq(channel, REPLIES_QUEUE, [marker.decode()])
     assert missing == [], "panels without data:\n" + "\n".join(missing)
 
 

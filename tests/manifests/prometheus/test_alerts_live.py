@@ -29,11 +29,11 @@ import aiohttp
 import asyncpg
 import pytest
 from vyapaar_services.messaging.envelope import Envelope
-from vyapaar_services.messaging.topology import EVENTS_EXCHANGE, REPLIES_QUEUE, dlq_name
+from vyapaar_services.messaging.topology import EVENTS_EXCHANGE, REPLIES_QUEUE
 from vyapaar_stack import infra, system
 from vyapaar_stack.config import StackConfig
 from vyapaar_stack.processes import Process
-from vyapaar_stack.testing import System, get_order, order_manifest
+from vyapaar_stack.testing import System, get_order, order_manifest, remove_from_dlq
 
 pytestmark = pytest.mark.slow
 
@@ -124,23 +124,6 @@ async def scraped_since_start(http: aiohttp.ClientSession, prometheus_url: str,
             return
         await asyncio.sleep(1)
     raise AssertionError(f"Prometheus has not scraped the running {stale}")
-
-
-async def remove_from_dlq(channel: aio_pika.abc.AbstractChannel, queue: str,
-                          markers: list[str]) -> int:
-    """Ack this module's messages in ``queue``'s DLQ (the others go back); how many."""
-    dlq = await channel.declare_queue(dlq_name(queue), passive=True)
-    removed = 0
-    for _ in range(2000):
-        message = await dlq.get(fail=False)
-        if message is None:
-            break
-        if any(marker.encode() in message.body for marker in markers):
-            await message.ack()
-            removed += 1
-        else:
-            await message.nack(requeue=True)
-    return removed
 
 
 def apply(kubectl: Any, namespace: str, manifest: dict[str, Any]) -> str:
