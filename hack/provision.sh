@@ -56,13 +56,15 @@ provision_python() {
     log "python: creating $venv"
     "$python" -m venv "$venv"
   fi
-  # Reinstall only when pyproject.toml changed since the last install.
-  local marker="$venv/.vyapaar-installed"
-  if [ ! -f "$marker" ] || ! cmp -s "$marker" "$root/pyproject.toml"; then
-    log "python: installing the project and its dev dependencies"
+  # Two distributions: the product (with its test/lint tools, the dev extra) and the
+  # development tooling in hack/. Reinstall only when either pyproject.toml changed.
+  local marker="$venv/.vyapaar-installed" wanted
+  wanted=$(cat "$root/pyproject.toml" "$root/hack/pyproject.toml")
+  if [ ! -f "$marker" ] || [ "$(cat "$marker")" != "$wanted" ]; then
+    log "python: installing the product (runtime + dev extra) and the development tooling"
     "$venv/bin/pip" install -q --upgrade pip
-    "$venv/bin/pip" install -q -e "$root[dev]"
-    cp "$root/pyproject.toml" "$marker"
+    "$venv/bin/pip" install -q -e "$root[dev]" -e "$root/hack"
+    printf '%s' "$wanted" >"$marker"
   fi
   log "python: ready in $(( $(stamp) - t0 ))s ($venv)"
 }

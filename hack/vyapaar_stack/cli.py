@@ -1,10 +1,15 @@
-"""The `vyapaar` command line.
+"""The development commands of the `vyapaar` command line (a ``vyapaar.cli`` plugin).
 
 vyapaar stack up [--only cluster|infra]   start the local stack (idempotent)
 vyapaar stack down                        stop it and leave no processes behind
 vyapaar stack status                      what runs, what answers
 vyapaar stack env                         export lines for a shell: eval "$(vyapaar stack env)"
 vyapaar demo                              the whole system on the local stack, with samples
+
+The product CLI (:mod:`vyapaar_cli`) loads this module through the entry point that the
+development distribution (``hack/pyproject.toml``) declares; a runtime install has neither.
+While it is installed, the product commands default to the local stack's addresses
+(:func:`environment_defaults`).
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from . import cluster, demo, infra, system
 from .config import REPO_ROOT, StackConfig
@@ -97,59 +103,61 @@ def run_demo(config: StackConfig) -> int:
     return 0 if all_as_expected else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vyapaar", description="Vyapaar Nexus tools")
-    commands = parser.add_subparsers(dest="command", required=True)
+STACK_EXAMPLES = """examples:
+  vyapaar stack up                  # control plane + infrastructure, idempotent
+  vyapaar stack up --only infra     # PostgreSQL, RabbitMQ, Redis, Prometheus only
+  eval "$(vyapaar stack env)"       # KUBECONFIG and VYAPAAR_*_URL for this shell
+  vyapaar stack down                # stop everything; no process is left behind
+"""
 
-    stack = commands.add_parser("stack", help="the local stack (no cluster, no Docker)")
-    stack_cmds = stack.add_subparsers(dest="action", required=True)
-    up = stack_cmds.add_parser("up", help="start the local stack")
+
+def register(commands: Any) -> None:
+    """Add ``stack`` and ``demo`` to the `vyapaar` command line."""
+    stack = commands.add_parser(
+        "stack", help="the local development stack (no cluster, no Docker)",
+        epilog=STACK_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    stack.set_defaults(func=run_stack)
+    stack_cmds = stack.add_subparsers(dest="action", required=True, metavar="ACTION")
+    up = stack_cmds.add_parser("up", help="start the local stack",
+                               epilog="example: vyapaar stack up --only cluster")
     up.add_argument("--only", choices=["cluster", "infra"], help="start only one half")
-    stack_cmds.add_parser("down", help="stop the local stack")
-    stack_cmds.add_parser("status", help="show what runs")
-    stack_cmds.add_parser("env", help="print the environment to use the stack")
+    stack_cmds.add_parser("down", help="stop the local stack", epilog="example: vyapaar stack down")
+    stack_cmds.add_parser("status", help="show what runs", epilog="example: vyapaar stack status")
+    stack_cmds.add_parser("env", help="print the environment to use the stack",
+                          epilog='example: eval "$(vyapaar stack env)"')
 
-    commands.add_parser("demo", help="bring up the whole system and run the sample orders")
-
-    from vyapaar_services.messaging import dlq
-
-    from . import top
-
-    dlq.add_arguments(commands)
-    top.add_arguments(commands)
-    return parser
+    demo_cmd = commands.add_parser(
+        "demo", help="bring up the whole system on the local stack and run the sample orders",
+        epilog="example: vyapaar demo   # then: vyapaar top")
+    demo_cmd.set_defaults(func=lambda _args: _guarded(lambda: run_demo(StackConfig())))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def environment_defaults() -> dict[str, str]:
+    """The local stack's addresses, for settings the environment leaves unset."""
+    return {key: value for key, value in StackConfig().env().items()
+            if key.startswith("VYAPAAR_")}
+
+
+def run_stack(args: argparse.Namespace) -> int:
     config = StackConfig()
+
+    def act() -> int:
+        if args.action == "up":
+            stack_up(config, args.only)
+        elif args.action == "down":
+            stack_down(config)
+        elif args.action == "status":
+            return stack_status(config)
+        elif args.action == "env":
+            stack_env(config)
+        return 0
+
+    return _guarded(act)
+
+
+def _guarded(action: Callable[[], int]) -> int:
     try:
-        if args.command == "demo":
-            return run_demo(config)
-        if args.command == "top":
-            from . import top
-
-            return top.run(args)
-        if args.command == "dlq":
-            from vyapaar_services.messaging import dlq
-
-            if not args.amqp_url:
-                args.amqp_url = config.amqp_url  # the local stack's broker
-            return dlq.run(args)
-        elif args.command == "stack":
-            if args.action == "up":
-                stack_up(config, args.only)
-            elif args.action == "down":
-                stack_down(config)
-            elif args.action == "status":
-                return stack_status(config)
-            elif args.action == "env":
-                stack_env(config)
+        return action()
     except StackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"vyapaar: error: {exc}", file=sys.stderr)
         return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 from aio_pika.abc import AbstractChannel
-from vyapaar_services.messaging.topology import dlq_name
+from vyapaar_messaging.topology import dlq_name
 
 from . import system
 from .config import StackConfig

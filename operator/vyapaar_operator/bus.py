@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from vyapaar_services import contracts
-from vyapaar_services.messaging.envelope import Envelope, new_traceparent
-from vyapaar_services.messaging.publisher import Publisher
+from vyapaar_messaging import contracts
+from vyapaar_messaging.envelope import Envelope, new_traceparent
+from vyapaar_messaging.publisher import Publisher
 
 from vyapaar_operator import metrics, saga
 from vyapaar_operator.orders import OrderRef

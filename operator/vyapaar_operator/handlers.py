@@ -20,8 +20,8 @@ import aio_pika
 import kopf
 import prometheus_client
 from kubernetes_asyncio import client, config
-from vyapaar_services.messaging.publisher import Publisher
-from vyapaar_services.messaging.topology import Topology, declare_topology
+from vyapaar_messaging.publisher import Publisher
+from vyapaar_messaging.topology import Topology, declare_topology
 
 from vyapaar_operator import metrics, observe, replies, saga
 from vyapaar_operator.bus import RabbitCommandBus

@@ -28,8 +28,8 @@ import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from vyapaar_services.common.metrics import init_consumer, message_type_label
-from vyapaar_services.messaging.topology import DEFAULT_TOPOLOGY
+from vyapaar_messaging.metrics import init_consumer, message_type_label
+from vyapaar_messaging.topology import DEFAULT_TOPOLOGY
 
 from vyapaar_operator import saga
 from vyapaar_operator.orders import OrderRef

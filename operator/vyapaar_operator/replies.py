@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 
 from aio_pika.abc import AbstractConnection
-from vyapaar_services.messaging.consumer import Consumer, PermanentError
-from vyapaar_services.messaging.envelope import Envelope
-from vyapaar_services.messaging.topology import Topology
+from vyapaar_messaging.consumer import Consumer, PermanentError
+from vyapaar_messaging.envelope import Envelope
+from vyapaar_messaging.topology import Topology
 
 from vyapaar_operator.bus import reply_target
 from vyapaar_operator.engine import SagaEngine

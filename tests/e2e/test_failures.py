@@ -12,8 +12,8 @@ from typing import Any
 
 import aio_pika
 import aiohttp
-from vyapaar_services.messaging.envelope import Envelope
-from vyapaar_services.messaging.topology import EVENTS_EXCHANGE, REPLIES_QUEUE, dlq_name
+from vyapaar_messaging.envelope import Envelope
+from vyapaar_messaging.topology import EVENTS_EXCHANGE, REPLIES_QUEUE, dlq_name
 from vyapaar_stack.testing import (
     System,
     get_order,

@@ -26,8 +26,8 @@ import aio_pika
 import aiohttp
 import asyncpg
 import pytest
-from vyapaar_services.messaging.envelope import Envelope
-from vyapaar_services.messaging.topology import EVENTS_EXCHANGE, REPLIES_QUEUE
+from vyapaar_messaging.envelope import Envelope
+from vyapaar_messaging.topology import EVENTS_EXCHANGE, REPLIES_QUEUE
 from vyapaar_stack import system
 from vyapaar_stack.config import StackConfig
 from vyapaar_stack.testing import System, order_manifest, remove_from_dlq

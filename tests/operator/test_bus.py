@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
+from vyapaar_messaging.envelope import Envelope
 from vyapaar_operator import saga
 from vyapaar_operator.bus import envelope_for, reply_target
 from vyapaar_operator.orders import OrderRef
-from vyapaar_services.messaging.envelope import Envelope
 
 UID = "0b7e6c1e-0000-4000-8000-000000000001"
 ORDER = {"metadata": {"uid": UID, "name": "o1", "namespace": "shop"}}

@@ -1,4 +1,5 @@
-"""The `vyapaar` command line answers for the local stack."""
+"""The development commands (`vyapaar stack`, a plugin of the product CLI) answer for the
+local stack, and the product commands default to it while the dev tooling is installed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from vyapaar_stack.config import StackConfig
 
 
 def vyapaar(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vyapaar_stack", *args],
+    return subprocess.run([sys.executable, "-m", "vyapaar_cli", *args],
                           capture_output=True, text=True, timeout=60)
 
 

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Final
 
-from vyapaar_services.messaging.topology import DEFAULT_RETRY_DELAYS
+from vyapaar_messaging.topology import DEFAULT_RETRY_DELAYS
 
 __all__ = ["DEFAULT_HTTP_PORTS", "ConfigError", "Settings"]
 

@@ -15,10 +15,10 @@ from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from vyapaar_messaging.consumer import TransientError
 
 from vyapaar_services.common import metrics
 from vyapaar_services.common.http import json_response, read_json
-from vyapaar_services.messaging.consumer import TransientError
 
 __all__ = ["FaultInjector", "InjectedFault", "add_fault_routes"]
 

@@ -26,12 +26,13 @@ from typing import Any
 
 import asyncpg
 from pydantic import BaseModel
+from vyapaar_messaging import contracts
+from vyapaar_messaging import metrics as messaging_metrics
+from vyapaar_messaging.consumer import PermanentError
+from vyapaar_messaging.envelope import Envelope
+from vyapaar_messaging.topology import DEFAULT_TOPOLOGY, Topology
 
-from vyapaar_services import contracts
 from vyapaar_services.common import inbox, metrics, outbox
-from vyapaar_services.messaging.consumer import PermanentError
-from vyapaar_services.messaging.envelope import Envelope
-from vyapaar_services.messaging.topology import DEFAULT_TOPOLOGY, Topology
 
 __all__ = ["AroundHook", "CommandHandler", "CommandProcessor"]
 
@@ -62,7 +63,8 @@ class CommandProcessor:
         self.handlers = dict(handlers)
         self.topology = topology
         self.around = around
-        metrics.init_consumer(topology.command_queue(service), self.handlers, service=service)
+        messaging_metrics.init_consumer(topology.command_queue(service), self.handlers)
+        metrics.init_service_consumer(service, self.handlers)
 
     async def __call__(self, envelope: Envelope) -> None:
         handler = self.handlers.get(envelope.type)

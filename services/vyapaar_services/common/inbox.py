@@ -16,8 +16,7 @@ from __future__ import annotations
 import json
 
 import asyncpg
-
-from vyapaar_services.messaging.envelope import Envelope
+from vyapaar_messaging.envelope import Envelope
 
 __all__ = ["has_result", "load_result", "lock_key", "record_message", "save_result"]
 

@@ -12,14 +12,19 @@ Env: ``VYAPAAR_LOG_LEVEL`` (default INFO).
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import json
 import logging
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Final
+
+from vyapaar_messaging.context import (
+    bind_message_context,
+    correlation_id_var,
+    get_correlation_id,
+    message_id_var,
+    message_type_var,
+)
 
 __all__ = [
     "JsonFormatter",
@@ -29,42 +34,10 @@ __all__ = [
     "get_correlation_id",
 ]
 
-correlation_id_var: Final[contextvars.ContextVar[str | None]] = contextvars.ContextVar(
-    "vyapaar_correlation_id", default=None
-)
-message_id_var: Final[contextvars.ContextVar[str | None]] = contextvars.ContextVar(
-    "vyapaar_message_id", default=None
-)
-message_type_var: Final[contextvars.ContextVar[str | None]] = contextvars.ContextVar(
-    "vyapaar_message_type", default=None
-)
-
 _RESERVED: Final = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
     | {"message", "asctime", "taskName"}
 )
-
-
-def get_correlation_id() -> str | None:
-    return correlation_id_var.get()
-
-
-@contextlib.contextmanager
-def bind_message_context(
-    correlation_id: str | None, message_id: str | None = None, message_type: str | None = None
-) -> Iterator[None]:
-    """Set the correlation id (and message id/type) for log records in this context."""
-    tokens = (
-        correlation_id_var.set(correlation_id),
-        message_id_var.set(message_id),
-        message_type_var.set(message_type),
-    )
-    try:
-        yield
-    finally:
-        message_type_var.reset(tokens[2])
-        message_id_var.reset(tokens[1])
-        correlation_id_var.reset(tokens[0])
 
 
 class JsonFormatter(logging.Formatter):

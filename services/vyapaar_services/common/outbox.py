@@ -22,10 +22,10 @@ from typing import Any
 
 import asyncpg
 from aio_pika.abc import HeadersType
+from vyapaar_messaging.envelope import Envelope
+from vyapaar_messaging.publisher import Publisher, PublishFailed
 
 from vyapaar_services.common import metrics
-from vyapaar_services.messaging.envelope import Envelope
-from vyapaar_services.messaging.publisher import Publisher, PublishFailed
 
 __all__ = ["NOTIFY_CHANNEL", "OutboxRelay", "enqueue", "pending_count"]
 

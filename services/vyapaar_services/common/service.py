@@ -23,6 +23,9 @@ import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
+from vyapaar_messaging.consumer import Consumer
+from vyapaar_messaging.publisher import Publisher
+from vyapaar_messaging.topology import Topology, declare_topology
 
 from vyapaar_services.common import db, metrics
 from vyapaar_services.common.config import Settings
@@ -31,9 +34,6 @@ from vyapaar_services.common.http import Problem, create_base_app
 from vyapaar_services.common.logs import configure_logging
 from vyapaar_services.common.outbox import OutboxRelay
 from vyapaar_services.common.redis_client import RedisLocks, create_redis
-from vyapaar_services.messaging.consumer import Consumer
-from vyapaar_services.messaging.publisher import Publisher
-from vyapaar_services.messaging.topology import Topology, declare_topology
 
 __all__ = ["RUNTIME_KEY", "ServiceRuntime", "create_service_app", "run_service"]
 

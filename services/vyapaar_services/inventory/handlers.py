@@ -27,13 +27,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+from vyapaar_messaging import contracts
+from vyapaar_messaging.consumer import PermanentError
+from vyapaar_messaging.envelope import Envelope
 
-from vyapaar_services import contracts
 from vyapaar_services.common.handling import AroundHook, CommandHandler
 from vyapaar_services.common.service import ServiceRuntime
 from vyapaar_services.inventory import store
-from vyapaar_services.messaging.consumer import PermanentError
-from vyapaar_services.messaging.envelope import Envelope
 
 __all__ = ["build_handlers", "sku_locks"]
 

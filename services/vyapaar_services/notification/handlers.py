@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+from vyapaar_messaging import contracts
+from vyapaar_messaging.envelope import Envelope
 
-from vyapaar_services import contracts
 from vyapaar_services.common.handling import CommandHandler
-from vyapaar_services.messaging.envelope import Envelope
 from vyapaar_services.notification import store
 
 __all__ = ["build_handlers", "render"]

@@ -19,12 +19,12 @@ import uuid
 from typing import Literal
 
 import asyncpg
+from vyapaar_messaging import contracts
+from vyapaar_messaging.envelope import Envelope
 
-from vyapaar_services import contracts
 from vyapaar_services.common import metrics
 from vyapaar_services.common.faults import FaultInjector
 from vyapaar_services.common.handling import CommandHandler
-from vyapaar_services.messaging.envelope import Envelope
 from vyapaar_services.payment import store
 
 __all__ = ["SimulatedProcessor", "build_handlers"]

@@ -16,12 +16,12 @@ from __future__ import annotations
 import secrets
 
 import asyncpg
+from vyapaar_messaging import contracts
+from vyapaar_messaging.envelope import Envelope
 
-from vyapaar_services import contracts
 from vyapaar_services.common import metrics
 from vyapaar_services.common.faults import FaultInjector
 from vyapaar_services.common.handling import CommandHandler
-from vyapaar_services.messaging.envelope import Envelope
 from vyapaar_services.shipping import store
 
 __all__ = ["SimulatedCarrier", "build_handlers", "is_undeliverable"]

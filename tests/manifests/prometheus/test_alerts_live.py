@@ -28,8 +28,8 @@ import aio_pika
 import aiohttp
 import asyncpg
 import pytest
-from vyapaar_services.messaging.envelope import Envelope
-from vyapaar_services.messaging.topology import EVENTS_EXCHANGE, REPLIES_QUEUE
+from vyapaar_messaging.envelope import Envelope
+from vyapaar_messaging.topology import EVENTS_EXCHANGE, REPLIES_QUEUE
 from vyapaar_stack import infra, system
 from vyapaar_stack.config import StackConfig
 from vyapaar_stack.processes import Process

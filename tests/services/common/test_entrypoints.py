@@ -14,7 +14,7 @@ import uuid
 import aiohttp
 import pytest
 from aio_pika.abc import AbstractRobustConnection
-from vyapaar_services.messaging import Topology, delete_topology
+from vyapaar_messaging import Topology, delete_topology
 
 SERVICES = {
     "inventory": "/api/v1/stock",

@@ -10,10 +10,9 @@ from typing import Any
 import asyncpg
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
-from vyapaar_services import contracts
+from vyapaar_messaging import Envelope, Publisher, Topology, contracts
 from vyapaar_services.common import db, inbox, outbox
 from vyapaar_services.common.outbox import OutboxRelay
-from vyapaar_services.messaging import Envelope, Publisher, Topology
 
 
 def reply(order: str) -> Envelope:

@@ -10,9 +10,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from vyapaar_services import contracts
+from vyapaar_messaging import Envelope, Publisher, contracts
 from vyapaar_services.inventory.app import create_app
-from vyapaar_services.messaging import Envelope, Publisher
 
 
 async def close_connections(management_url: str, amqp_url: str, name_part: str) -> int:

@@ -7,9 +7,8 @@ import asyncio
 import uuid
 from typing import Any
 
-from vyapaar_services import contracts
+from vyapaar_messaging import Envelope, Publisher, contracts
 from vyapaar_services.inventory.app import create_app
-from vyapaar_services.messaging import Envelope, Publisher
 
 
 async def test_hot_sku_is_safe_when_redis_is_down(

@@ -8,9 +8,8 @@ import uuid
 from typing import Any
 
 import pytest
-from vyapaar_services import contracts
+from vyapaar_messaging import Envelope, Publisher, Topology, contracts, dlq
 from vyapaar_services.inventory.app import create_app
-from vyapaar_services.messaging import Envelope, Publisher, Topology, dlq
 
 SUBJECT = "shop/order"
 

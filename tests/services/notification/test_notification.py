@@ -6,8 +6,7 @@ import uuid
 from typing import Any
 
 import pytest
-from vyapaar_services import contracts
-from vyapaar_services.messaging import Envelope, Publisher
+from vyapaar_messaging import Envelope, Publisher, contracts
 from vyapaar_services.notification.app import create_app
 
 CUSTOMER = contracts.Customer(id="cust-7", email="ravi@example.com", name="Ravi")

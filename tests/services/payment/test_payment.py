@@ -8,8 +8,7 @@ import uuid
 from typing import Any
 
 import pytest
-from vyapaar_services import contracts
-from vyapaar_services.messaging import Envelope, Publisher, Topology, dlq
+from vyapaar_messaging import Envelope, Publisher, Topology, contracts, dlq
 from vyapaar_services.payment.app import create_app
 
 CUSTOMER = contracts.Customer(id="cust-1", email="asha@example.com", name="Asha")

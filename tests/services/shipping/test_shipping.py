@@ -7,8 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
-from vyapaar_services import contracts
-from vyapaar_services.messaging import Envelope, Publisher
+from vyapaar_messaging import Envelope, Publisher, contracts
 from vyapaar_services.shipping.app import create_app
 
 

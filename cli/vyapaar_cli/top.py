@@ -4,6 +4,9 @@
     vyapaar top --once          # print one frame and exit (scripts, tests)
     vyapaar top --prometheus-url http://prometheus:9090 --interval 5
 
+Prometheus: ``--prometheus-url``, else ``$VYAPAAR_PROMETHEUS_URL``, else the development
+stack's when that is installed (:mod:`vyapaar_cli.plugins`), else ``localhost:9090``.
+
 Shows orders per second by outcome and the failure ratio, sagas in flight by phase (and how
 many are stuck or await a repair), p50/p99 saga duration, compensations, dead-letter queue
 depth, outbox lag, scrape targets that are down and the alerts that fire. Every figure is one
@@ -15,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 import urllib.error
@@ -26,7 +28,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from .config import StackConfig
+from vyapaar_cli.settings import Settings
+
+#: Prometheus' own default address, used when neither a flag nor the environment names one
+DEFAULT_PROMETHEUS_URL = "http://localhost:9090"
 
 PHASES = ("Pending", "Reserving", "Paying", "Shipping", "Completing", "Compensating")
 OUTCOMES = ("Completed", "Failed", "Cancelled")
@@ -180,18 +185,28 @@ def render(frame: Frame, url: str) -> str:
     return "\n".join([header, "", *(f"{name.upper():<16}{text}" for name, text in rows)]) + "\n"
 
 
-def add_arguments(subparsers: Any) -> argparse.ArgumentParser:
+EXAMPLES = """examples:
+  vyapaar top                                          # refresh every 2 s until Ctrl-C
+  vyapaar top --once                                   # one frame, for scripts
+  vyapaar top --prometheus-url http://prometheus:9090 --window 5m
+"""
+
+
+def add_arguments(subparsers: Any, settings: Settings | None = None) -> argparse.ArgumentParser:
     """Add the ``top`` command to an argparse sub-parsers object."""
+    settings = settings or Settings()
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "top",
         help="the key saga figures, live from Prometheus",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.set_defaults(func=run)
     parser.add_argument(
         "--prometheus-url",
-        default=os.environ.get("VYAPAAR_PROMETHEUS_URL") or StackConfig().prometheus_url,
-        help="Prometheus to query (default: $VYAPAAR_PROMETHEUS_URL, else the local stack's: "
-        "%(default)s)",
+        default=settings.get("VYAPAAR_PROMETHEUS_URL", DEFAULT_PROMETHEUS_URL),
+        help="Prometheus to query (default: $VYAPAAR_PROMETHEUS_URL, else %(default)s)",
     )
     parser.add_argument("--once", action="store_true", help="print one frame and exit")
     parser.add_argument("--interval", type=float, default=2.0,
@@ -222,13 +237,3 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None,
             sleep(args.interval)
     except KeyboardInterrupt:
         return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vyapaar")
-    add_arguments(parser.add_subparsers(dest="command", required=True))
-    return run(parser.parse_args(["top", *(sys.argv[1:] if argv is None else argv)]))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

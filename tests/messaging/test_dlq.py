@@ -1,4 +1,5 @@
-"""DLQ administration: list, show, redrive (then processed), purge — library and CLI."""
+"""DLQ administration: list, show, redrive (then processed), purge — the library, and the
+`vyapaar dlq` command over it."""
 
 from __future__ import annotations
 
@@ -12,19 +13,20 @@ from typing import Any
 
 import pytest
 from aio_pika.abc import AbstractRobustConnection
-from vyapaar_services import contracts
-from vyapaar_services.messaging import (
+from vyapaar_cli import dlq as dlq_cli
+from vyapaar_messaging import (
     Consumer,
     Envelope,
     PermanentError,
     Publisher,
     Topology,
+    contracts,
     declare_consumer_queue,
     dlq,
     dlq_name,
     retry_queue_name,
 )
-from vyapaar_services.messaging.consumer import REDRIVE_COUNT_HEADER
+from vyapaar_messaging.consumer import REDRIVE_COUNT_HEADER
 
 DELAYS = (0.2,)
 
@@ -169,7 +171,7 @@ async def test_a_missing_queue_is_a_clear_error(amqp_connection: AbstractRobustC
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="vyapaar")
-    dlq.add_arguments(parser.add_subparsers(dest="command", required=True))
+    dlq_cli.add_arguments(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(argv)
 
 
@@ -182,25 +184,25 @@ async def test_cli_lists_shows_redrives_and_purges(
     common = ("dlq", "--amqp-url", amqp_url, "--prefix", topology.prefix, "--json")
 
     out = io.StringIO()
-    assert await dlq.run_async(parse(*common, "list", name), out) == 0
+    assert await dlq_cli.run_async(parse(*common, "list", name), out) == 0
     listing = json.loads(out.getvalue())
     assert listing["count"] == 3
 
     out = io.StringIO()
-    assert await dlq.run_async(parse(*common, "list"), out) == 0
+    assert await dlq_cli.run_async(parse(*common, "list"), out) == 0
     depths = json.loads(out.getvalue())
     assert depths[f"{topology.prefix}inventory.commands.dlq"] == 0
 
     out = io.StringIO()
-    assert await dlq.run_async(parse(*common, "show", name, sent[2].id), out) == 0
+    assert await dlq_cli.run_async(parse(*common, "show", name, sent[2].id), out) == 0
     assert json.loads(out.getvalue())["id"] == sent[2].id
 
     handler.healthy = True
     out = io.StringIO()
-    assert await dlq.run_async(parse(*common, "redrive", name, sent[2].id), out) == 0
+    assert await dlq_cli.run_async(parse(*common, "redrive", name, sent[2].id), out) == 0
     assert json.loads(out.getvalue()) == {"redriven": 1}
 
-    assert await dlq.run_async(parse(*common, "purge", name), io.StringIO()) == 2  # no --yes
+    assert await dlq_cli.run_async(parse(*common, "purge", name), io.StringIO()) == 2  # no --yes
     out = io.StringIO()
-    assert await dlq.run_async(parse(*common, "purge", name, "--yes"), out) == 0
+    assert await dlq_cli.run_async(parse(*common, "purge", name, "--yes"), out) == 0
     assert json.loads(out.getvalue()) == {"purged": 2}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from vyapaar_services import contracts
+from vyapaar_messaging import contracts
 
 
 def test_every_command_belongs_to_a_service_and_has_declared_replies() -> None:

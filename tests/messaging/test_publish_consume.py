@@ -17,9 +17,7 @@ from typing import Any
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
-from vyapaar_services import contracts
-from vyapaar_services.common import metrics
-from vyapaar_services.messaging import (
+from vyapaar_messaging import (
     ATTEMPT_HEADER,
     DEAD_LETTER_REASON_HEADER,
     ERROR_HEADER,
@@ -30,10 +28,12 @@ from vyapaar_services.messaging import (
     Publisher,
     PublishFailed,
     Topology,
+    contracts,
     declare_consumer_queue,
     dlq_name,
     retry_queue_name,
 )
+from vyapaar_services.common import metrics
 
 DELAYS = (0.2, 0.4)
 PollQueue = Callable[..., Awaitable[AbstractIncomingMessage]]

@@ -49,12 +49,11 @@ from aio_pika.abc import (
     ConsumerTag,
 )
 
-from vyapaar_services import contracts
-from vyapaar_services.common import metrics
-from vyapaar_services.common.logs import bind_message_context
-from vyapaar_services.messaging.envelope import Envelope, EnvelopeError
-from vyapaar_services.messaging.publisher import Publisher, PublishFailed
-from vyapaar_services.messaging.topology import (
+from vyapaar_messaging import contracts, metrics
+from vyapaar_messaging.context import bind_message_context
+from vyapaar_messaging.envelope import Envelope, EnvelopeError
+from vyapaar_messaging.publisher import Publisher, PublishFailed
+from vyapaar_messaging.topology import (
     DEFAULT_DELIVERY_LIMIT,
     DEFAULT_RETRY_DELAYS,
     declare_consumer_queue,

@@ -21,34 +21,23 @@ queue afterwards (quorum queues count that as a delivery attempt; DLQs have no d
 limit, so nothing is dropped). While another client holds messages (e.g. a concurrent
 listing) they are not visible, so counts are a snapshot.
 
-CLI (wired as ``vyapaar dlq ...`` through :func:`add_arguments` / :func:`run`)::
-
-    vyapaar dlq list [QUEUE] [--limit N] [--json]
-    vyapaar dlq show QUEUE MESSAGE_ID [--json]
-    vyapaar dlq redrive QUEUE (MESSAGE_ID... | --all)
-    vyapaar dlq purge QUEUE --yes
-
-Env: ``VYAPAAR_AMQP_URL`` (or ``--amqp-url``), ``VYAPAAR_AMQP_PREFIX`` (or ``--prefix``).
+The command line over this library is ``vyapaar dlq`` (:mod:`vyapaar_cli.dlq`).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import hashlib
-import json
-import os
-import sys
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, TextIO
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from vyapaar_services.messaging.consumer import (
+from vyapaar_messaging.consumer import (
     ATTEMPT_HEADER,
     DEAD_LETTER_REASON_HEADER,
     ERROR_HEADER,
@@ -59,20 +48,18 @@ from vyapaar_services.messaging.consumer import (
     copy_message,
     int_header,
 )
-from vyapaar_services.messaging.publisher import Publisher, PublishFailed
-from vyapaar_services.messaging.topology import Topology, queue_depth
+from vyapaar_messaging.publisher import Publisher, PublishFailed
+from vyapaar_messaging.topology import Topology, queue_depth
 
 __all__ = [
     "DlqError",
     "DlqMessage",
-    "add_arguments",
     "dlq_depths",
     "dlq_of",
+    "jsonable",
     "list_messages",
     "purge",
     "redrive",
-    "run",
-    "run_async",
     "show_message",
 ]
 
@@ -89,15 +76,15 @@ def dlq_of(queue: str) -> str:
     return queue if queue.endswith(".dlq") else f"{queue}.dlq"
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
@@ -128,7 +115,7 @@ class DlqMessage:
 
         def text(name: str) -> str | None:
             value = headers.get(name)
-            return None if value is None else str(_jsonable(value))
+            return None if value is None else str(jsonable(value))
 
         return cls(
             id=message_key(message),
@@ -140,7 +127,7 @@ class DlqMessage:
             attempts=int_header(headers.get(ATTEMPT_HEADER)),
             failed_at=text(FAILED_AT_HEADER),
             redrive_count=int_header(headers.get(REDRIVE_COUNT_HEADER)) or 0,
-            headers=_jsonable(headers),
+            headers=jsonable(headers),
             body=message.body.decode("utf-8", "replace"),
         )
 
@@ -304,136 +291,3 @@ async def dlq_depths(
     if channel is not None and not channel.is_closed:
         await channel.close()
     return depths
-
-
-# -- CLI ---------------------------------------------------------------------------------------
-
-
-def add_arguments(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``dlq`` command to an argparse sub-parsers object."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "dlq",
-        help="list, inspect, redrive and purge dead-lettered messages",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-    )
-    parser.add_argument(
-        "--amqp-url",
-        default=os.environ.get("VYAPAAR_AMQP_URL"),
-        help="RabbitMQ URL (default: $VYAPAAR_AMQP_URL)",
-    )
-    parser.add_argument(
-        "--prefix",
-        default=os.environ.get("VYAPAAR_AMQP_PREFIX", ""),
-        help="queue name prefix (default: $VYAPAAR_AMQP_PREFIX)",
-    )
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    actions = parser.add_subparsers(dest="dlq_action", required=True)
-
-    ls = actions.add_parser("list", help="count and summarise dead-lettered messages")
-    ls.add_argument("queue", nargs="?", help="consumer queue or DLQ (default: every DLQ)")
-    ls.add_argument("--limit", type=int, default=20, help="messages to summarise (20)")
-
-    show = actions.add_parser("show", help="one message with its headers and body")
-    show.add_argument("queue")
-    show.add_argument("message_id")
-
-    rd = actions.add_parser("redrive", help="move messages back to their original queue")
-    rd.add_argument("queue")
-    rd.add_argument("message_ids", nargs="*", metavar="MESSAGE_ID")
-    rd.add_argument("--all", action="store_true", help="redrive every message")
-
-    pg = actions.add_parser("purge", help="delete every message of a DLQ")
-    pg.add_argument("queue")
-    pg.add_argument("--yes", action="store_true", help="confirm the purge")
-    return parser
-
-
-def _print_json(data: Any, out: TextIO) -> None:
-    out.write(json.dumps(_jsonable(data), indent=2, ensure_ascii=False) + "\n")
-
-
-async def run_async(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    if not args.amqp_url:
-        print("error: set VYAPAAR_AMQP_URL or pass --amqp-url", file=sys.stderr)
-        return 2
-    prefix = args.prefix or ""
-
-    def qname(queue: str) -> str:
-        return queue if not prefix or queue.startswith(prefix) else prefix + queue
-
-    try:
-        connection = await aio_pika.connect(args.amqp_url, timeout=10)
-    except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
-        print(f"error: cannot connect to RabbitMQ: {exc}", file=sys.stderr)
-        return 1
-    try:
-        action = args.dlq_action
-        if action == "list" and not args.queue:
-            depths = await dlq_depths(connection, Topology(prefix))
-            if args.json:
-                _print_json(depths, out)
-            else:
-                for name, depth in depths.items():
-                    out.write(f"{name:<50} {'-' if depth is None else depth}\n")
-            return 0
-        if action == "list":
-            count, messages = await list_messages(connection, qname(args.queue), limit=args.limit)
-            if args.json:
-                _print_json({"count": count, "messages": [m.summary() for m in messages]}, out)
-            else:
-                out.write(f"{dlq_of(qname(args.queue))}: {count} message(s)\n")
-                for m in messages:
-                    error = (m.error or "").replace("\n", " ")[:80]
-                    out.write(
-                        f"{m.id}  {m.type or '-':<18} {m.reason or '-':<10} "
-                        f"attempts={m.attempts or '-'}  {error}\n"
-                    )
-            return 0
-        if action == "show":
-            message = await show_message(connection, qname(args.queue), args.message_id)
-            if message is None:
-                print(f"error: no message {args.message_id} in the DLQ", file=sys.stderr)
-                return 1
-            if args.json:
-                _print_json(message.to_dict(), out)
-            else:
-                for key, value in message.summary().items():
-                    out.write(f"{key}: {value}\n")
-                out.write("headers:\n")
-                for key, value in message.headers.items():
-                    out.write(f"  {key}: {value}\n")
-                out.write(f"body:\n{message.body}\n")
-            return 0
-        if action == "redrive":
-            if not args.all and not args.message_ids:
-                print("error: give MESSAGE_ID(s) or --all", file=sys.stderr)
-                return 2
-            ids = None if args.all else set(args.message_ids)
-            moved = await redrive(connection, qname(args.queue), ids)
-            if args.json:
-                _print_json({"redriven": moved}, out)
-            else:
-                out.write(f"redrove {moved} message(s)\n")
-            return 0 if moved or args.all else 1
-        if action == "purge":
-            if not args.yes:
-                print("error: purge deletes messages for good; add --yes", file=sys.stderr)
-                return 2
-            removed = await purge(connection, qname(args.queue))
-            if args.json:
-                _print_json({"purged": removed}, out)
-            else:
-                out.write(f"purged {removed} message(s)\n")
-            return 0
-        print(f"error: unknown action {action!r}", file=sys.stderr)
-        return 2
-    except DlqError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        await connection.close()
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run a parsed ``vyapaar dlq ...`` command; returns the exit code."""
-    return asyncio.run(run_async(args))

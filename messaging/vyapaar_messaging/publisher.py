@@ -22,10 +22,9 @@ from aio_pika.abc import (
     HeadersType,
 )
 
-from vyapaar_services import contracts
-from vyapaar_services.common import metrics
-from vyapaar_services.messaging.envelope import Envelope
-from vyapaar_services.messaging.topology import DEFAULT_TOPOLOGY, Topology
+from vyapaar_messaging import contracts, metrics
+from vyapaar_messaging.envelope import Envelope
+from vyapaar_messaging.topology import DEFAULT_TOPOLOGY, Topology
 
 __all__ = ["PublishFailed", "Publisher"]
 

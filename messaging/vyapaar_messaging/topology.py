@@ -13,7 +13,7 @@ Queues (durable, quorum):
 * for every consumer queue ``Q``: ``Q.dlq`` (dead letters, quorum) and fixed-TTL delay
   queues ``Q.retry.<delay>`` (e.g. ``Q.retry.1s``) that dead-letter back to ``Q`` through
   the default exchange when the TTL expires. Delay queues are declared by the
-  :class:`~vyapaar_services.messaging.consumer.Consumer` that uses them.
+  :class:`~vyapaar_messaging.consumer.Consumer` that uses them.
 
 ``Q`` itself dead-letters to ``Q.dlq`` after ``x-delivery-limit`` redeliveries, so a message
 that crashes its consumer over and over cannot wedge the queue.
@@ -33,7 +33,7 @@ from typing import Any, Final
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
-from vyapaar_services.contracts import SERVICES
+from vyapaar_messaging.contracts import SERVICES
 
 __all__ = [
     "COMMANDS_EXCHANGE",

@@ -2,12 +2,12 @@
 
 Public API (import from here)::
 
-    from vyapaar_services.messaging import (
+    from vyapaar_messaging import (
         Envelope, Publisher, Consumer, PermanentError, Topology, declare_topology,
     )
 """
 
-from vyapaar_services.messaging.consumer import (
+from vyapaar_messaging.consumer import (
     ATTEMPT_HEADER,
     DEAD_LETTER_REASON_HEADER,
     ERROR_HEADER,
@@ -18,15 +18,15 @@ from vyapaar_services.messaging.consumer import (
     PermanentError,
     TransientError,
 )
-from vyapaar_services.messaging.envelope import (
+from vyapaar_messaging.envelope import (
     Envelope,
     EnvelopeError,
     new_span_id,
     new_trace_id,
     new_traceparent,
 )
-from vyapaar_services.messaging.publisher import Publisher, PublishFailed
-from vyapaar_services.messaging.topology import (
+from vyapaar_messaging.publisher import Publisher, PublishFailed
+from vyapaar_messaging.topology import (
     COMMANDS_EXCHANGE,
     DEFAULT_RETRY_DELAYS,
     EVENTS_EXCHANGE,

@@ -35,7 +35,7 @@ from pydantic import (
     field_validator,
 )
 
-from vyapaar_services import contracts
+from vyapaar_messaging import contracts
 
 __all__ = [
     "TRACEPARENT_RE",

@@ -8,8 +8,7 @@ import uuid
 
 import aio_pika
 import pytest
-from vyapaar_services import contracts
-from vyapaar_services.messaging import Envelope, EnvelopeError, new_traceparent
+from vyapaar_messaging import Envelope, EnvelopeError, contracts, new_traceparent
 
 UID = "5b1f0e2a-8f7e-4c1e-9a55-3a3c1d9c0b11"
 

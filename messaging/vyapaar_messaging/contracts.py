@@ -1,10 +1,10 @@
 """Message contracts of Vyapaar Nexus — defined once, used by the services and the operator.
 
-Every message on the wire is an :class:`~vyapaar_services.messaging.envelope.Envelope` whose
+Every message on the wire is an :class:`~vyapaar_messaging.envelope.Envelope` whose
 ``type`` names one of the payload models below and whose ``payload`` is that model dumped
 with camelCase field names (``model.model_dump(by_alias=True, mode="json")``).
 
-Routing (see :mod:`vyapaar_services.messaging.topology`):
+Routing (see :mod:`vyapaar_messaging.topology`):
 
 * commands go to the direct exchange ``vyapaar.commands`` with routing key = the service
   name (:func:`service_for`),
@@ -29,8 +29,8 @@ step part as opaque.
 
 Example (operator side)::
 
-    from vyapaar_services import contracts
-    from vyapaar_services.messaging import Envelope
+    from vyapaar_messaging import contracts
+    from vyapaar_messaging import Envelope
 
     cmd = Envelope.create(
         contracts.ReserveStock(items=[contracts.Item(sku="SKU-1", quantity=2)]),

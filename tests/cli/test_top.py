@@ -12,14 +12,15 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-from vyapaar_stack import top
+from vyapaar_cli import top
+from vyapaar_cli.main import build_parser
+from vyapaar_cli.settings import Settings
 from vyapaar_stack.testing import System, order_manifest
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="vyapaar")
-    top.add_arguments(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(["top", *argv])
+    """``vyapaar top ARGV`` as the installed command line parses it (with its plugins)."""
+    return build_parser().parse_args(["top", *argv])
 
 
 def once(prometheus_url: str) -> tuple[int, str]:
@@ -103,9 +104,16 @@ def test_defaults_come_from_the_environment_or_the_local_stack(monkeypatch: Any)
     assert parse().prometheus_url.startswith("http://127.0.0.1:")
 
 
+def test_without_the_development_tooling_the_default_is_prometheus_own(monkeypatch: Any) -> None:
+    monkeypatch.delenv("VYAPAAR_PROMETHEUS_URL", raising=False)
+    parser = argparse.ArgumentParser(prog="vyapaar")
+    top.add_arguments(parser.add_subparsers(dest="command"), Settings(defaults={}))
+    assert parser.parse_args(["top"]).prometheus_url == "http://localhost:9090"
+
+
 def test_it_runs_as_a_module(prometheus_url: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "vyapaar_stack.top", "--once", "--prometheus-url", prometheus_url],
+        [sys.executable, "-m", "vyapaar_cli", "top", "--once", "--prometheus-url", prometheus_url],
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "ORDERS/S" in result.stdout and "TARGETS" in result.stdout
