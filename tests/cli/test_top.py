@@ -15,6 +15,7 @@ import aiohttp
 from vyapaar_cli import top
 from vyapaar_cli.main import build_parser
 from vyapaar_cli.settings import Settings
+from vyapaar_stack import system
 from vyapaar_stack.testing import System, order_manifest
 
 
@@ -35,10 +36,29 @@ def field(frame: str, row: str) -> str:
     return match.group(1)
 
 
+async def scraped_since_start(http: aiohttp.ClientSession, prometheus_url: str,
+                              operator_url: str) -> None:
+    """Wait until Prometheus holds a sample of the running operator process, so the orders'
+    increments are seen as increases (not as the first value of a restarted counter)."""
+    async with http.get(f"{operator_url}/metrics") as resp:
+        started = re.search(r"^process_start_time_seconds (\S+)$", await resp.text(), re.M)
+    assert started, "the operator exports no process_start_time_seconds"
+    query = {"query": 'process_start_time_seconds{job="operator"}'}
+    for _ in range(60):
+        async with http.get(f"{prometheus_url}/api/v1/query", params=query) as resp:
+            result = (await resp.json())["data"]["result"]
+        if result and float(result[0]["value"][1]) == float(started[1]):
+            return
+        await asyncio.sleep(1)
+    raise AssertionError("Prometheus never scraped the running operator")
+
+
 async def test_once_prints_one_frame_with_the_live_figures(
     running_system: System, prometheus_url: str, http: aiohttp.ClientSession,
     unique_sku: Callable[[str], str], seed_stock: Any, apply_order: Any, wait_for_phase: Any,
 ) -> None:
+    operator_url = f"http://{running_system.config.host}:{system.PORTS.operator_metrics}"
+    await scraped_since_start(http, prometheus_url, operator_url)
     sku = unique_sku("SKU-TOP")
     await seed_stock({sku: 2})
     apply_order(order_manifest("top-ok", sku=sku))

@@ -31,9 +31,9 @@ from vyapaar_messaging import (
     contracts,
     declare_consumer_queue,
     dlq_name,
+    metrics,
     retry_queue_name,
 )
-from vyapaar_services.common import metrics
 
 DELAYS = (0.2, 0.4)
 PollQueue = Callable[..., Awaitable[AbstractIncomingMessage]]
