@@ -30,10 +30,10 @@ as_root() {
 
 provision_apt() {
   local missing=()
-  for pkg in $DEBIAN_PACKAGES; do
+  for pkg in $DEBIAN_PACKAGES $DEBIAN_NODE_PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
   done
-  if [ ${#missing[@]} -eq 0 ]; then log "apt: all present ($DEBIAN_PACKAGES)"; return; fi
+  if [ ${#missing[@]} -eq 0 ]; then log "apt: all present ($DEBIAN_PACKAGES $DEBIAN_NODE_PACKAGES)"; return; fi
   local t0; t0=$(stamp)
   log "apt: installing ${missing[*]}"
   # Packages must not start system-wide daemons on their default ports: the
@@ -99,8 +99,10 @@ package tools
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 EOF
   (cd "$src" && go mod tidy)
@@ -108,7 +110,8 @@ EOF
 
 build_kubernetes() {
   local out="$cache/kubernetes-$KUBERNETES_VERSION"
-  local bins="kube-apiserver kube-controller-manager kube-scheduler kubectl"
+  # kubelet and kube-proxy: the local stack's real node (vyapaar stack up --node real).
+  local bins="kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy"
   local ok=1; for b in $bins; do [ -x "$out/bin/$b" ] || ok=""; done
   if [ -n "$ok" ]; then log "go: kubernetes $KUBERNETES_VERSION cached"; return; fi
   local t0; t0=$(stamp)
@@ -142,6 +145,21 @@ build_go_install() {
   log "go: $name built in $(( $(stamp) - t0 ))s"
 }
 
+# The pause image's binary (containerd's sandbox image), compiled the way Kubernetes'
+# build/pause/Makefile does, from the pause.c in the Kubernetes module we already build.
+build_pause() {
+  local out="$cache/pause-$KUBERNETES_VERSION"
+  if [ -x "$out/bin/pause" ]; then log "pause $KUBERNETES_VERSION cached"; return; fi
+  command -v gcc >/dev/null || { log "gcc is required for the pause binary (apt step)"; exit 1; }
+  local src
+  src=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  mkdir -p "$out/bin"
+  gcc -Os -Wall -Werror -static -DVERSION="$KUBERNETES_VERSION" \
+    -o "$out/bin/pause.tmp" "$src/build/pause/linux/pause.c"
+  strip "$out/bin/pause.tmp" && mv "$out/bin/pause.tmp" "$out/bin/pause"
+  log "pause built ($out/bin/pause)"
+}
+
 provision_go() {
   command -v go >/dev/null || { log "go is required to build the Kubernetes tools"; exit 1; }
   build_kubernetes
@@ -150,10 +168,23 @@ provision_go() {
   build_go_install helm "$HELM_VERSION" \
     "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
     helm.sh/helm/v3/cmd/helm
+  # CoreDNS has no replace directives either; the real node runs it as a host process.
+  build_go_install coredns "$COREDNS_VERSION" \
+    "-X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" \
+    github.com/coredns/coredns
+  build_pause
+  # kind: the pytest-kind end-to-end test where a Docker engine exists (never downloaded
+  # by pytest-kind: the plugin hands it this binary). actionlint: the CI workflow's lint.
+  build_go_install kind "$KIND_VERSION" "" sigs.k8s.io/kind
+  build_go_install actionlint "$ACTIONLINT_VERSION" \
+    "-X github.com/rhysd/actionlint.version=$ACTIONLINT_VERSION" \
+    github.com/rhysd/actionlint/cmd/actionlint
   # One folder on PATH for the stack: links into the versioned cache folders.
   mkdir -p "$cache/bin"
   for b in "$cache/kubernetes-$KUBERNETES_VERSION/bin/"* "$cache/kwok-$KWOK_VERSION/bin/"* \
-           "$cache/helm-$HELM_VERSION/bin/"*; do
+           "$cache/helm-$HELM_VERSION/bin/"* "$cache/coredns-$COREDNS_VERSION/bin/"* \
+           "$cache/pause-$KUBERNETES_VERSION/bin/"* "$cache/kind-$KIND_VERSION/bin/"* \
+           "$cache/actionlint-$ACTIONLINT_VERSION/bin/"*; do
     ln -sfn "$b" "$cache/bin/$(basename "$b")"
   done
   log "go: tools in $cache/bin ($(du -sh "$cache" | cut -f1) cache)"

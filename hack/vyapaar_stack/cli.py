@@ -1,9 +1,15 @@
 """The development commands of the `vyapaar` command line (a ``vyapaar.cli`` plugin).
 
-vyapaar stack up [--only cluster|infra]   start the local stack (idempotent)
-vyapaar stack down                        stop it and leave no processes behind
+vyapaar stack up [--only cluster|infra] [--node real]
+                                          start the local stack (idempotent); --node real
+                                          adds one real kubelet node (root)
+vyapaar stack down [--only node]          stop it (or only the real node), leave nothing behind
 vyapaar stack status                      what runs, what answers
-vyapaar stack env                         export lines for a shell: eval "$(vyapaar stack env)"
+vyapaar stack env [--pod]                 export lines for a shell: eval "$(vyapaar stack env)"
+vyapaar stack images [--tag T] [--infra]  build the images with buildah (no Docker, no registry)
+                                          and load them into the real node when it is up
+vyapaar stack infra-secret --namespace N  the chart's bring-your-own infrastructure Secret for
+                                          pods on the real node (--isolate: own database/vhost)
 vyapaar demo                              the whole system on the local stack, with samples
 
 The product CLI (:mod:`vyapaar_cli`) loads this module through the entry point that the
@@ -21,7 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import cluster, demo, infra, system
+import yaml
+
+from . import cluster, demo, images, infra, node, release, system
 from .config import REPO_ROOT, StackConfig
 from .processes import StackError
 
@@ -37,18 +45,29 @@ def install_crds(config: StackConfig, kubeconfig: Path | None = None) -> None:
     for path in manifests:
         args += ["-f", str(path)]
     cluster.kubectl(config, *args, kubeconfig=kubeconfig)
-    cluster.kubectl(
-        config,
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        *[a for path in manifests for a in ("-f", str(path))],
-        kubeconfig=kubeconfig,
-    )
+    wait = ["wait", "--for=condition=Established", "--timeout=60s",
+            *[a for path in manifests for a in ("-f", str(path))]]
+    # A CRD created a moment ago may have no status yet, which `kubectl wait` reports as an
+    # error ("accessor error: <nil>") instead of waiting: ask again shortly.
+    for _ in range(20):
+        done = cluster.kubectl(config, *wait, kubeconfig=kubeconfig, check=False)
+        if done.returncode == 0 or "accessor error" not in done.stderr:
+            break
+        time.sleep(0.5)
+    if done.returncode != 0:
+        raise StackError(f"CRDs not Established: {done.stderr.strip()}")
 
 
-def stack_up(config: StackConfig, only: str | None) -> None:
+def stack_up(config: StackConfig, only: str | None, real_node: bool = False) -> None:
     steps: list[tuple[str, Callable[[], None]]] = []
+    if real_node:
+        if only == "infra":
+            raise StackError("--node real needs the control plane: drop --only infra")
+        if cluster.exists(config):
+            node.check_control_plane(config)  # before touching the host
+        # First, so that the infrastructure also listens on the node address.
+        steps.append((f"node network (bridge {config.node.bridge}, {config.node_ip})",
+                      lambda: node.prepare_network(config)))
     if only in (None, "infra"):
         steps.append(
             ("infrastructure (PostgreSQL, RabbitMQ, Redis, Prometheus)", lambda: infra.up(config))
@@ -58,6 +77,9 @@ def stack_up(config: StackConfig, only: str | None) -> None:
             ("control plane (etcd, kube-apiserver, controllers, kwok)", lambda: cluster.up(config))
         )
         steps.append(("CRDs", lambda: install_crds(config)))
+    if real_node:
+        steps.append(("the real node (containerd, kubelet, kube-proxy, CoreDNS)",
+                      lambda: node.up(config)))
     for what, step in steps:
         t0 = time.monotonic()
         print(f"starting {what} ...", file=sys.stderr, flush=True)
@@ -65,21 +87,55 @@ def stack_up(config: StackConfig, only: str | None) -> None:
         print(f"  ready in {time.monotonic() - t0:.1f}s", file=sys.stderr, flush=True)
 
 
-def stack_down(config: StackConfig) -> None:
+def stack_down(config: StackConfig, only: str | None = None) -> None:
+    node.down(config)
+    if only == "node":
+        return
     system.down(config)
     cluster.down(config)
     infra.down(config)
 
 
 def stack_status(config: StackConfig) -> int:
-    states = {**cluster.status(config), **infra.status(config), **system.status(config)}
+    states = {**cluster.status(config), **node.status(config), **infra.status(config),
+              **system.status(config)}
     for name, ok in states.items():
         print(f"{name:16} {'up' if ok else 'down'}")
     return 0 if all(states.values()) else 1
 
 
-def stack_env(config: StackConfig) -> None:
-    for key, value in config.env().items():
+def stack_images(config: StackConfig, args: argparse.Namespace) -> None:
+    """Build (and, with the real node up, load) the images; print name and archive."""
+    tag, targets = args.tag, args.target or list(images.PRODUCT_TARGETS)
+    if args.ref:
+        repository, _, tag = args.ref.rpartition(":")
+        name = repository.removeprefix("localhost/vyapaar/")
+        if not repository.startswith("localhost/vyapaar/") or name not in images.PRODUCT_TARGETS:
+            raise StackError(f"--ref {args.ref!r}: expected localhost/vyapaar/"
+                             f"{{{','.join(images.PRODUCT_TARGETS)}}}:TAG")
+        targets = [name]
+    archives = images.build_product_images(config, tag, targets)
+    if args.infra:
+        archives.update(images.build_infra_images(config))
+    load = not args.no_load and node.status(config).get("containerd", False)
+    for name, archive in archives.items():
+        if load:
+            node.load_image(config, archive)
+        print(f"{name}\t{archive}{'  (loaded)' if load else ''}")
+
+
+def stack_infra_secret(config: StackConfig, namespace: str, isolate: bool) -> None:
+    pods = config.pod_env()
+    urls = release.isolate(config, namespace) if isolate else {
+        "amqp-url": pods["VYAPAAR_AMQP_URL"],
+        "database-url": pods["VYAPAAR_DATABASE_URL"],
+        "redis-url": pods["VYAPAAR_REDIS_URL"],
+    }
+    print(yaml.safe_dump(release.infra_secret(namespace, urls), sort_keys=False), end="")
+
+
+def stack_env(config: StackConfig, pod: bool = False) -> None:
+    for key, value in (config.pod_env() if pod else config.env()).items():
         print(f"export {key}={value}")
 
 
@@ -106,7 +162,12 @@ def run_demo(config: StackConfig) -> int:
 STACK_EXAMPLES = """examples:
   vyapaar stack up                  # control plane + infrastructure, idempotent
   vyapaar stack up --only infra     # PostgreSQL, RabbitMQ, Redis, Prometheus only
+  vyapaar stack up --node real      # plus one real kubelet node (root): pods run for real
+  vyapaar stack env --pod           # the infrastructure's URLs as pods on that node see them
+  vyapaar stack down --only node    # remove the real node, keep the rest running
   eval "$(vyapaar stack env)"       # KUBECONFIG and VYAPAAR_*_URL for this shell
+  vyapaar stack images --tag dev    # localhost/vyapaar/{operator,services}:dev, loaded on the node
+  vyapaar stack infra-secret --namespace vyapaar | kubectl apply -f -
   vyapaar stack down                # stop everything; no process is left behind
 """
 
@@ -121,10 +182,34 @@ def register(commands: Any) -> None:
     up = stack_cmds.add_parser("up", help="start the local stack",
                                epilog="example: vyapaar stack up --only cluster")
     up.add_argument("--only", choices=["cluster", "infra"], help="start only one half")
-    stack_cmds.add_parser("down", help="stop the local stack", epilog="example: vyapaar stack down")
+    up.add_argument("--node", choices=["real"],
+                    help="add one real kubelet node (containerd, kube-proxy, CoreDNS; needs root)")
+    down = stack_cmds.add_parser("down", help="stop the local stack",
+                                 epilog="example: vyapaar stack down --only node")
+    down.add_argument("--only", choices=["node"], help="remove only the real node")
     stack_cmds.add_parser("status", help="show what runs", epilog="example: vyapaar stack status")
-    stack_cmds.add_parser("env", help="print the environment to use the stack",
-                          epilog='example: eval "$(vyapaar stack env)"')
+    env = stack_cmds.add_parser("env", help="print the environment to use the stack",
+                                epilog='example: eval "$(vyapaar stack env)"')
+    env.add_argument("--pod", action="store_true",
+                     help="the infrastructure's URLs as seen from a pod on the real node")
+    images_cmd = stack_cmds.add_parser(
+        "images", help="build the product images (and stand-ins) from the Dockerfiles",
+        epilog="example: vyapaar stack images --tag dev --infra")
+    images_cmd.add_argument("--tag", default="dev", help="product image tag (default: dev)")
+    images_cmd.add_argument("--target", action="append", choices=list(images.PRODUCT_TARGETS),
+                            help="only this image (repeatable; default: all)")
+    images_cmd.add_argument("--ref", help="the one image to build, as localhost/vyapaar/NAME:TAG "
+                            "(what Tilt's custom_build asks for)")
+    images_cmd.add_argument("--infra", action="store_true",
+                            help="also the PostgreSQL/RabbitMQ/Redis stand-ins from Debian")
+    images_cmd.add_argument("--no-load", action="store_true",
+                            help="do not import them into the real node's containerd")
+    secret = stack_cmds.add_parser(
+        "infra-secret", help="print the chart's infrastructure Secret for pods on the real node",
+        epilog="example: vyapaar stack infra-secret --namespace vyapaar | kubectl apply -f -")
+    secret.add_argument("--namespace", required=True, help="namespace of the release")
+    secret.add_argument("--isolate", action="store_true",
+                        help="give the release its own database, virtual host and Redis DB")
 
     demo_cmd = commands.add_parser(
         "demo", help="bring up the whole system on the local stack and run the sample orders",
@@ -143,13 +228,17 @@ def run_stack(args: argparse.Namespace) -> int:
 
     def act() -> int:
         if args.action == "up":
-            stack_up(config, args.only)
+            stack_up(config, args.only, real_node=args.node == "real")
         elif args.action == "down":
-            stack_down(config)
+            stack_down(config, args.only)
         elif args.action == "status":
             return stack_status(config)
         elif args.action == "env":
-            stack_env(config)
+            stack_env(config, args.pod)
+        elif args.action == "images":
+            stack_images(config, args)
+        elif args.action == "infra-secret":
+            stack_infra_secret(config, args.namespace, args.isolate)
         return 0
 
     return _guarded(act)

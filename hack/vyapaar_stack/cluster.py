@@ -5,14 +5,20 @@ kubelets) runs etcd, kube-apiserver, kube-controller-manager, kube-scheduler
 and the kwok controller as local processes and manages their lifecycle; we
 only point it at binaries the project built itself (hack/provision.sh) so it
 never downloads anything. kwok's fake nodes make Deployments become Available.
+
+Every cluster is created ready for a real kubelet node (:mod:`vyapaar_stack.node`),
+whether or not one joins: the settings are harmless without it, and adding them to
+an existing cluster would mean recreating it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from .config import StackConfig, read_versions
 from .processes import StackError
@@ -80,6 +86,81 @@ def _cluster_dir(config: StackConfig) -> Path:
     return config.state_dir / "kwok" / "clusters" / config.cluster_name
 
 
+def pki_dir(config: StackConfig) -> Path:
+    """kwokctl's PKI: `ca.crt`/`ca.key` (the cluster CA) and `admin.crt`/`admin.key` (the one
+    certificate kwokctl gives every component, also kube-apiserver's serving certificate)."""
+    return _cluster_dir(config) / "pki"
+
+
+#: What kube-apiserver and the kwok controller need for a real node, as kwokctl
+#: `componentsPatches` arguments: (component, flag, value, replaces kwokctl's own flag).
+def _node_ready_args(config: StackConfig) -> list[tuple[str, str, str, bool]]:
+    pki = pki_dir(config)
+    return [
+        # `kubectl logs/exec` reach the kubelet by its InternalIP, not by its node name.
+        ("kube-apiserver", "kubelet-preferred-address-types", "InternalIP", False),
+        # The `kubernetes` Service's endpoint: reachable from pods (the machine's own
+        # address would be picked otherwise).
+        ("kube-apiserver", "advertise-address", config.node_ip, False),
+        ("kube-apiserver", "service-cluster-ip-range", config.node.service_cidr, False),
+        # kube-apiserver authenticates to the kubelet and checks its serving certificate.
+        ("kube-apiserver", "kubelet-client-certificate", str(pki / "admin.crt"), False),
+        ("kube-apiserver", "kubelet-client-key", str(pki / "admin.key"), False),
+        ("kube-apiserver", "kubelet-certificate-authority", str(pki / "ca.crt"), False),
+        # kwok simulates only its own fake nodes, never the real kubelet's node.
+        ("kwok-controller", "manage-all-nodes", "false", True),
+        ("kwok-controller", "manage-nodes-with-annotation-selector", FAKE_NODE_SELECTOR, False),
+    ]
+
+
+FAKE_NODE_SELECTOR = "kwok.x-k8s.io/node=fake"
+#: Keeps pods off kwok's fake nodes while the real node is up (scale tests tolerate it).
+FAKE_NODE_TAINT = "kwok.x-k8s.io/node=fake:NoSchedule"
+
+
+def _kwokctl_configuration(config: StackConfig) -> dict[str, Any]:
+    patches: dict[str, list[dict[str, Any]]] = {}
+    for component, key, value, override in _node_ready_args(config):
+        patches.setdefault(component, []).append(
+            {"key": key, "value": value, "override": override}
+        )
+    return {
+        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+        "kind": "KwokctlConfiguration",
+        "options": {
+            # Pods check the serving certificate against the `kubernetes` Service's IP
+            # and the node address it points to.
+            "kubeApiserverCertSANs": [config.node.kubernetes_service_ip, config.node_ip],
+        },
+        "componentsPatches": [
+            {"name": name, "extraArgs": args} for name, args in patches.items()
+        ],
+    }
+
+
+def node_ready_problems(config: StackConfig) -> list[str]:
+    """Why this cluster cannot take a real node (empty when it can): clusters created
+    before the node settings existed, or with another node address, lack some."""
+    try:
+        saved = (_cluster_dir(config) / "kwok.yaml").read_text()
+    except FileNotFoundError:
+        return ["no cluster"]
+    problems = [
+        f"{component} lacks --{key}={value}"
+        for component, key, value, _ in _node_ready_args(config)
+        if f"--{key}={value}" not in saved
+    ]
+    cert = subprocess.run(
+        ["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in",
+         str(pki_dir(config) / "admin.crt")],
+        capture_output=True, text=True,
+    )
+    for ip in (config.node.kubernetes_service_ip, config.node_ip):
+        if f"IP Address:{ip}" not in cert.stdout:
+            problems.append(f"the serving certificate does not cover {ip}")
+    return problems
+
+
 def exists(config: StackConfig) -> bool:
     return (_cluster_dir(config) / "kwok.yaml").exists()
 
@@ -99,10 +180,14 @@ def up(config: StackConfig, timeout: float = 180.0) -> None:
     if exists(config):
         kwokctl(config, "start", "cluster", "--timeout", f"{int(timeout)}s")
     else:
+        settings = config.state_dir / "kwokctl.yaml"
+        settings.write_text(json.dumps(_kwokctl_configuration(config), indent=2))
         kwokctl(
             config,
             "create",
             "cluster",
+            "--config",
+            str(settings),
             "--runtime",
             "binary",
             "--kube-apiserver-port",
@@ -137,6 +222,22 @@ def up(config: StackConfig, timeout: float = 180.0) -> None:
 
 def _ensure_fake_nodes(config: StackConfig) -> None:
     kwokctl(config, "scale", "node", "--replicas", str(config.fake_nodes))
+    if (config.state_dir / "node" / "up").exists():
+        taint_fake_nodes(config, True)
+
+
+def taint_fake_nodes(config: StackConfig, taint: bool) -> None:
+    """Add (or remove) FAKE_NODE_TAINT on every kwok fake node: while the real node is up,
+    pods must land on it, not on a node that only pretends to run them."""
+    nodes = kubectl(config, "get", "nodes", "-o", "json")
+    fake = [
+        item["metadata"]["name"]
+        for item in json.loads(nodes.stdout)["items"]
+        if item["metadata"].get("annotations", {}).get("kwok.x-k8s.io/node") == "fake"
+    ]
+    if fake:
+        change = FAKE_NODE_TAINT if taint else FAKE_NODE_TAINT + "-"
+        kubectl(config, "taint", "nodes", *fake, change, "--overwrite", check=taint)
 
 
 def down(config: StackConfig) -> None:

@@ -7,6 +7,7 @@ stay clear of the services' standard ports (5432, 5672, 6379, 9090, 6443).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shlex
 from dataclasses import dataclass, field
@@ -54,6 +55,40 @@ class Ports:
 
 
 @dataclass(frozen=True)
+class NodeNetwork:
+    """Addresses of the real node (`vyapaar stack up --node real`).
+
+    The node lives on a bridge of our own, so pods reach the host (and the host's
+    PostgreSQL/RabbitMQ/Redis) at `node_ip` without touching the machine's own
+    interfaces. The Service range is kube-apiserver's default, which kwokctl keeps.
+    """
+
+    bridge: str = field(default_factory=lambda: os.environ.get("VYAPAAR_NODE_BRIDGE", "vyapaar0"))
+    node_ip: str = field(default_factory=lambda: os.environ.get("VYAPAAR_NODE_IP", "10.87.0.1"))
+    pod_subnet: str = field(
+        default_factory=lambda: os.environ.get("VYAPAAR_POD_SUBNET", "10.87.0.0/24")
+    )
+    node_name: str = "vyapaar-node"
+    service_cidr: str = "10.0.0.0/24"
+    kubernetes_service_ip: str = "10.0.0.1"
+    cluster_dns_ip: str = "10.0.0.10"
+    cluster_domain: str = "cluster.local"
+
+    def __post_init__(self) -> None:
+        net = ipaddress.ip_network(self.pod_subnet)
+        if ipaddress.ip_address(self.node_ip) not in net:
+            raise ValueError(
+                f"VYAPAAR_NODE_IP {self.node_ip} is not inside VYAPAAR_POD_SUBNET {net}"
+            )
+        if net.overlaps(ipaddress.ip_network(self.service_cidr)):
+            raise ValueError(f"the pod subnet {net} overlaps the Service range {self.service_cidr}")
+
+    @property
+    def prefix_length(self) -> int:
+        return ipaddress.ip_network(self.pod_subnet).prefixlen
+
+
+@dataclass(frozen=True)
 class StackConfig:
     """Paths and ports of one local stack."""
 
@@ -71,6 +106,12 @@ class StackConfig:
     host: str = "127.0.0.1"
     cluster_name: str = "vyapaar"
     fake_nodes: int = field(default_factory=lambda: _env_int("VYAPAAR_FAKE_NODES", 3))
+    node: NodeNetwork = field(default_factory=NodeNetwork)
+
+    @property
+    def node_ip(self) -> str:
+        """The real node's address: pods reach the host (and its services) here."""
+        return self.node.node_ip
 
     @property
     def kubeconfig(self) -> Path:
@@ -95,6 +136,19 @@ class StackConfig:
     @property
     def rabbitmq_management_url(self) -> str:
         return f"http://{self.host}:{self.ports.rabbitmq_management}"
+
+    def pod_env(self) -> dict[str, str]:
+        """The stack's PostgreSQL/RabbitMQ/Redis URLs as seen from a pod on the real node.
+
+        They listen on the node address too while the real node is up; PostgreSQL trusts
+        the pod subnet and RabbitMQ lets `guest` in from it (local development only).
+        """
+        ip = self.node_ip
+        return {
+            "VYAPAAR_DATABASE_URL": f"postgresql://vyapaar@{ip}:{self.ports.postgres}/vyapaar",
+            "VYAPAAR_AMQP_URL": f"amqp://guest:guest@{ip}:{self.ports.amqp}/",
+            "VYAPAAR_REDIS_URL": f"redis://{ip}:{self.ports.redis}/0",
+        }
 
     def env(self) -> dict[str, str]:
         """The variables a process needs to use this stack (what `stack env` prints)."""

@@ -3,6 +3,10 @@
 Each runs from its Debian package's binaries with all of its data, logs and
 configuration under the stack's state directory, so nothing touches the
 machine's own instances (if any) and `rm -rf .state` is a full reset.
+
+They listen on 127.0.0.1, and while the real node's bridge exists
+(`vyapaar stack up --node real`) on the node address too, so that pods can use
+them as bring-your-own infrastructure (`StackConfig.pod_env()`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import REPO_ROOT, StackConfig
+from .node.host import address_is_local
 from .processes import Process, StackError, http_ok, port_open, wait_until
 
 RULES_DIR = REPO_ROOT / "manifests" / "prometheus" / "rules"
@@ -52,6 +57,33 @@ def _run_dir(config: StackConfig) -> Path:
 
 def _proc(config: StackConfig, name: str) -> Process:
     return Process(name, _run_dir(config))
+
+
+def listen_hosts(config: StackConfig) -> list[str]:
+    """Where PostgreSQL, RabbitMQ and Redis listen: loopback, plus the node address while
+    the real node's bridge holds it."""
+    if address_is_local(config.node_ip):
+        return [config.host, config.node_ip]
+    return [config.host]
+
+
+def _listen_record(config: StackConfig, name: str) -> Path:
+    return _run_dir(config) / f"{name}.listen"
+
+
+def _record_listen(config: StackConfig, name: str, hosts: list[str]) -> None:
+    _run_dir(config).mkdir(parents=True, exist_ok=True)
+    _listen_record(config, name).write_text(json.dumps(hosts))
+
+
+def _lacks_listener(config: StackConfig, name: str) -> bool:
+    """Does the running `name` miss an address it should listen on (started before the
+    node's bridge existed)?"""
+    try:
+        current = set(json.loads(_listen_record(config, name).read_text()))
+    except (FileNotFoundError, ValueError):
+        current = {config.host}
+    return not set(listen_hosts(config)) <= current
 
 
 def _refuse_foreign_port(config: StackConfig, port: int, what: str, proc: Process) -> None:
@@ -128,15 +160,20 @@ def _start_postgres(config: StackConfig) -> None:
             user=_postgres_user(),
             cwd=home,
         )
+    hosts = listen_hosts(config)
+    if config.node_ip in hosts:
+        _trust_pod_subnet(config, data)
     # fsync is off: this instance serves development and tests. A killed process
     # loses nothing (the OS keeps the page cache); only a machine crash would.
+    if not proc.is_running():
+        _record_listen(config, "postgres", hosts)
     proc.start(
         [
             str(POSTGRES_BIN / "postgres"),
             "-D",
             str(data),
             "-c",
-            f"listen_addresses={config.host}",
+            f"listen_addresses={','.join(hosts)}",
             "-c",
             f"port={config.ports.postgres}",
             "-c",
@@ -157,6 +194,15 @@ def _start_postgres(config: StackConfig) -> None:
         user=_postgres_user(),
         cwd=home,
     )
+
+
+def _trust_pod_subnet(config: StackConfig, data: Path) -> None:
+    """Let pods on the real node in, like loopback clients (trust: a development database)."""
+    hba = data / "pg_hba.conf"
+    line = f"host all all {config.node.pod_subnet} trust"
+    if line not in hba.read_text().splitlines():
+        with hba.open("a") as out:
+            out.write(f"# pods on the local stack's real node\n{line}\n")
 
 
 def _postgres_ready(config: StackConfig) -> bool:
@@ -220,10 +266,14 @@ def _start_rabbitmq(config: StackConfig) -> None:
     env = _rabbitmq_env(config)
     home = Path(env["HOME"])
     (home / "log").mkdir(parents=True, exist_ok=True)
+    hosts = listen_hosts(config)
+    if not server.is_running():
+        _record_listen(config, "rabbitmq", hosts)
     (home / "rabbitmq.conf").write_text(
         "\n".join(
             [
-                f"listeners.tcp.1 = {config.host}:{config.ports.amqp}",
+                *[f"listeners.tcp.{i} = {h}:{config.ports.amqp}"
+                  for i, h in enumerate(hosts, start=1)],
                 f"management.tcp.ip = {config.host}",
                 f"management.tcp.port = {config.ports.rabbitmq_management}",
                 f"prometheus.tcp.ip = {config.host}",
@@ -231,7 +281,9 @@ def _start_rabbitmq(config: StackConfig) -> None:
                 # /metrics stays aggregated (cheap); per-queue depth is scraped from
                 # /metrics/detailed?family=queue_coarse_metrics (job rabbitmq-queues).
                 "prometheus.return_per_object_metrics = false",
-                "loopback_users.guest = true",
+                # guest may log in from pods when RabbitMQ listens on the node address
+                # (reachable only from our bridge); else from loopback only.
+                f"loopback_users.guest = {'false' if config.node_ip in hosts else 'true'}",
                 "log.console = true",
                 "log.console.level = warning",
                 "log.file = false",
@@ -272,11 +324,14 @@ def _start_redis(config: StackConfig) -> None:
     _refuse_foreign_port(config, config.ports.redis, "Redis", proc)
     data = config.state_dir / "redis"
     data.mkdir(parents=True, exist_ok=True)
+    hosts = listen_hosts(config)
+    if not proc.is_running():
+        _record_listen(config, "redis", hosts)
     proc.start(
         [
             "redis-server",
             "--bind",
-            config.host,
+            *hosts,
             "--port",
             str(config.ports.redis),
             "--dir",
@@ -287,8 +342,10 @@ def _start_redis(config: StackConfig) -> None:
             "no",
             "--daemonize",
             "no",
+            # Protected mode refuses every non-loopback client; the node address is
+            # reachable from our bridge only, where pods must get in.
             "--protected-mode",
-            "yes",
+            "no" if config.node_ip in hosts else "yes",
             "--loglevel",
             "warning",
         ],
@@ -410,6 +467,10 @@ COMPONENTS: tuple[Component, ...] = (
 )
 
 
+#: The components pods use, which follow `listen_hosts`.
+LISTENING = ("postgres", "rabbitmq", "redis")
+
+
 def missing_binaries() -> list[str]:
     wanted = [
         str(POSTGRES_BIN / "postgres"),
@@ -428,6 +489,8 @@ def up(config: StackConfig) -> None:
     if missing:
         raise StackError(f"missing {', '.join(missing)}: run `make provision` first")
     for comp in COMPONENTS:
+        if comp.name in LISTENING and comp.running(config) and _lacks_listener(config, comp.name):
+            comp.stop(config)  # restarted below, listening on the node address too
         comp.start(config)
     for comp in COMPONENTS:
         main = comp.processes(config)[-1]

@@ -29,8 +29,8 @@ from typing import Any
 
 import pytest
 
-from . import cluster, infra
-from .cli import install_crds
+from . import cluster, images, infra, node
+from .cli import install_crds, stack_up
 from .config import StackConfig
 
 CLUSTER_FIXTURES = {"kubeconfig", "k8s_api", "namespace", "crds"}
@@ -55,6 +55,17 @@ def docker_available() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return probe.returncode == 0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "node: needs the local stack's real kubelet node (root); skipped otherwise")
+    # pytest-kind downloads kind and kubectl unless given binaries: hand it ours, built
+    # from Go modules by hack/provision.sh.
+    bins = StackConfig().cache_dir / "bin"
+    for option, name in (("kind_bin", "kind"), ("kind_kubectl_bin", "kubectl")):
+        if hasattr(config.option, option) and not getattr(config.option, option):
+            setattr(config.option, option, str(bins / name))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -82,11 +93,53 @@ def stack_config() -> StackConfig:
     return StackConfig()
 
 
+def can_run_a_real_node() -> bool:
+    """The real node needs root (kubelet, containerd, iptables, a bridge)."""
+    return os.geteuid() == 0
+
+
 @pytest.fixture(scope="session")
 def local_infra(stack_config: StackConfig) -> StackConfig:
-    """Start the local infrastructure once (a no-op for parts already up)."""
+    """Start the local infrastructure once (a no-op for parts already up).
+
+    As root, the real node's bridge is made first, so PostgreSQL, RabbitMQ and Redis also
+    listen on the node address from the start and a later `real_node` restarts nothing.
+    """
+    if can_run_a_real_node():
+        node.prepare_network(stack_config)
     infra.up(stack_config)
     return stack_config
+
+
+@pytest.fixture(scope="session")
+def real_node(local_infra: StackConfig, crds: Path) -> StackConfig:
+    """The local stack with one real kubelet node: pods run for real (needs root)."""
+    if not can_run_a_real_node():
+        pytest.skip("the real node needs root (kubelet, containerd, iptables, a bridge)")
+    if not _use_local_cluster():
+        pytest.skip("the real node joins the local control plane, not $KUBECONFIG's cluster")
+    stack_up(local_infra, None, real_node=True)
+    return local_infra
+
+
+#: the tag of the product images the session builds and loads on the real node
+IMAGE_TAG = "e2e"
+
+
+@pytest.fixture(scope="session")
+def product_images(real_node: StackConfig) -> str:
+    """The product images built from the Dockerfile and loaded on the real node; their tag."""
+    for archive in images.build_product_images(real_node, IMAGE_TAG).values():
+        node.load_image(real_node, archive)
+    return IMAGE_TAG
+
+
+@pytest.fixture(scope="session")
+def infra_images(real_node: StackConfig) -> dict[str, str]:
+    """The PostgreSQL/RabbitMQ/Redis stand-ins loaded on the real node: component -> ref."""
+    for archive in images.build_infra_images(real_node).values():
+        node.load_image(real_node, archive)
+    return dict(images.INFRA_IMAGES)
 
 
 def _service_url(request: pytest.FixtureRequest, env: str, attr: str) -> str:

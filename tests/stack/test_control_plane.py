@@ -217,7 +217,13 @@ async def test_a_deployment_becomes_available_on_kwok_fake_nodes(
                 selector=client.V1LabelSelector(match_labels=labels),
                 template=client.V1PodTemplateSpec(
                     metadata=client.V1ObjectMeta(labels=labels),
-                    spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="hello")]),
+                    spec=client.V1PodSpec(
+                        containers=[client.V1Container(name="c", image="hello")],
+                        # kwok's fake nodes only: with the real node up they carry this taint.
+                        node_selector={"type": "kwok"},
+                        tolerations=[client.V1Toleration(
+                            key="kwok.x-k8s.io/node", operator="Exists", effect="NoSchedule")],
+                    ),
                 ),
             ),
         ),

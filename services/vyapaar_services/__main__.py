@@ -1,0 +1,31 @@
+"""``python -m vyapaar_services NAME``: run one service by name (what the services image runs).
+
+One image carries the four services; the name picks one. An unknown name fails at once
+with the list, exit code 64 (EX_USAGE), before anything connects anywhere.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+SERVICES = ("inventory", "payment", "shipping", "notification")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    name = args[0] if args else ""
+    if name not in SERVICES:
+        print(f"vyapaar_services: unknown service {name!r}; choose one of: "
+              f"{', '.join(SERVICES)}", file=sys.stderr)
+        return 64
+    from vyapaar_services.common.service import run_service
+
+    app = importlib.import_module(f"vyapaar_services.{name}.app")
+    run_service(app.SERVICE, app.create_app)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
