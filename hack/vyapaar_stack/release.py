@@ -6,17 +6,21 @@ a database of its own, a RabbitMQ virtual host of its own and a Redis database n
 its own. So several releases, and the local processes the other tests run, never consume
 each other's messages or read each other's rows.
 
-    urls = isolate(config, "vyn-demo")         # the release's own database, vhost, Redis DB
-    kubectl apply -f <(infra_secret("vyn-demo", urls))
-    helm install ... -f helm/vyapaar-nexus/ci/local-stack-values.yaml
-    release_isolation_drop(config, "vyn-demo")  # after `helm uninstall`
+    demo = Release(config, "vyn-demo")          # the release's own database, vhost, Redis DB
+    demo.install(LOCAL_VALUES, sets={"operator.image.tag": "dev", ...})
+    demo.put_stock({"SKU-1": 10}); demo.kubectl("apply", ...); demo.wait_terminal([...])
+    demo.uninstall(); demo.delete()
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import re
 import subprocess
+import time
+from pathlib import Path
 from typing import Any
 
 from .config import REPO_ROOT, StackConfig
@@ -34,6 +38,29 @@ _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 def _check_name(name: str) -> None:
     if not _NAME.match(name) or len(name) > 50:
         raise StackError(f"{name!r} is not a usable release name (lowercase letters, digits, '-')")
+
+
+def product_images(tag: str) -> dict[str, str]:
+    """Values that run the product images of ``tag`` built on the local stack (imported into
+    the node's containerd: never pulled), and leave the CRD, installed already, alone."""
+    sets = {"crds.enabled": "false"}
+    for name in ("operator", "services"):
+        sets |= {f"{name}.image.repository": f"localhost/vyapaar/{name}",
+                 f"{name}.image.tag": tag, f"{name}.image.pullPolicy": "Never"}
+    return sets
+
+
+def stand_in_images() -> dict[str, str]:
+    """Values (strings) that run the bundled infrastructure from the local stand-ins."""
+    from .images import INFRA_IMAGES
+
+    sets: dict[str, str] = {}
+    for component, ref in INFRA_IMAGES.items():
+        repository, _, tag = ref.rpartition(":")
+        prefix = f"{component}.bundled.image"
+        sets |= {f"{prefix}.repository": repository, f"{prefix}.tag": tag,
+                 f"{prefix}.pullPolicy": "Never"}
+    return sets
 
 
 def database_name(name: str) -> str:
@@ -94,3 +121,113 @@ def infra_secret(namespace: str, urls: dict[str, str]) -> dict[str, Any]:
         "type": "Opaque",
         "stringData": dict(urls),
     }
+
+
+TERMINAL_PHASES = frozenset({"Completed", "Failed", "Cancelled", "CompensationFailed"})
+
+
+class Release:
+    """One Helm release of the chart on the local stack, in a namespace of its own that
+    enforces the `restricted` Pod Security profile, with an operator watching only it.
+
+    ``install()`` creates the namespace (and, for bring-your-own infrastructure, the
+    release's isolated database/vhost and the Secret), ``uninstall()`` removes the release,
+    ``delete()`` everything else it made.
+    """
+
+    def __init__(self, config: StackConfig, namespace: str, name: str = "vyn") -> None:
+        _check_name(namespace)
+        self.config = config
+        self.namespace = namespace
+        self.name = name
+        self.urls: dict[str, str] = {}
+
+    # -- tools ----------------------------------------------------------------------------
+    def _run(self, tool: str, *args: str, input: str | None = None, timeout: float = 600
+             ) -> str:
+        argv = [str(self.config.cache_dir / "bin" / tool), "--kubeconfig",
+                str(self.config.kubeconfig), *args]
+        result = subprocess.run(argv, capture_output=True, text=True, input=input,
+                                timeout=timeout, check=False)
+        if result.returncode != 0:
+            raise StackError(f"{tool} {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+        return result.stdout
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        return self._run("kubectl", *args, input=input)
+
+    def helm(self, *args: str, timeout: float = 600) -> str:
+        return self._run("helm", *args, timeout=timeout)
+
+    @property
+    def fullname(self) -> str:
+        """The chart's prefix of every object name (its `vyapaar.fullname` helper)."""
+        return self.name if "vyapaar-nexus" in self.name else f"{self.name}-vyapaar-nexus"
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def install(self, *values: Path, sets: dict[str, str] | None = None,
+                strings: dict[str, str] | None = None, bring_your_own: bool = True) -> None:
+        """``helm install --wait``; ``sets`` go as ``--set`` (typed), ``strings`` as
+        ``--set-string`` (image tags like ``15`` that must stay strings)."""
+        self.kubectl("create", "namespace", self.namespace)
+        self.kubectl("label", "namespace", self.namespace,
+                     "pod-security.kubernetes.io/enforce=restricted",
+                     "pod-security.kubernetes.io/warn=restricted")
+        if bring_your_own:
+            self.urls = isolate(self.config, self.namespace)
+            self.kubectl("apply", "-f", "-",
+                         input=json.dumps(infra_secret(self.namespace, self.urls)))
+        args = ["install", self.name, str(CHART), "-n", self.namespace, "--wait",
+                "--timeout", "300s"]
+        for path in values:
+            args += ["-f", str(path)]
+        every = {"operator.watchNamespaces": f"{{{self.namespace}}}", **(sets or {})}
+        for key, value in every.items():
+            args += ["--set", f"{key}={value}"]
+        for key, value in (strings or {}).items():
+            args += ["--set-string", f"{key}={value}"]
+        self.helm(*args)
+
+    def uninstall(self) -> None:
+        self.helm("uninstall", self.name, "-n", self.namespace, "--wait")
+
+    def delete(self) -> None:
+        """Remove whatever is left (release, namespace, isolated infrastructure)."""
+        for tool, args in (("helm", ("uninstall", self.name, "-n", self.namespace, "--wait")),
+                           ("kubectl", ("delete", "namespace", self.namespace, "--wait=false"))):
+            with contextlib.suppress(StackError):
+                self._run(tool, *args)
+        if self.urls:
+            drop_isolation(self.config, self.namespace)
+
+    # -- looking at it ----------------------------------------------------------------------
+    def pods(self) -> list[dict[str, Any]]:
+        return list(json.loads(self.kubectl("get", "pods", "-n", self.namespace,
+                                            "-o", "json"))["items"])
+
+    def order(self, name: str) -> dict[str, Any]:
+        return dict(json.loads(self.kubectl("get", "order.vyapaar.dev", name, "-n",
+                                            self.namespace, "-o", "json")))
+
+    def put_stock(self, stock: dict[str, int]) -> None:
+        """Seed stock through the inventory service's API (via the apiserver's proxy)."""
+        for sku, available in stock.items():
+            path = (f"/api/v1/namespaces/{self.namespace}/services/"
+                    f"http:{self.fullname}-inventory:http/proxy/api/v1/stock/{sku}")
+            self.kubectl("replace", "--raw", path, "-f", "-",
+                         input=json.dumps({"available": available}))
+
+    def wait_terminal(self, names: list[str], within: float = 240) -> dict[str, str]:
+        """Each named Order's final phase, once all are final."""
+        deadline = time.monotonic() + within
+        while True:
+            items = json.loads(self.kubectl("get", "order.vyapaar.dev", "-n", self.namespace,
+                                            "-o", "json"))["items"]
+            phases = {o["metadata"]["name"]: (o.get("status") or {}).get("phase", "")
+                      for o in items}
+            if all(phases.get(n) in TERMINAL_PHASES for n in names):
+                return {n: phases[n] for n in names}
+            if time.monotonic() > deadline:
+                stuck = {n: phases.get(n) for n in names if phases.get(n) not in TERMINAL_PHASES}
+                raise StackError(f"orders not final within {within:.0f}s: {stuck}")
+            time.sleep(1)

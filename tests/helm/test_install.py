@@ -8,21 +8,17 @@ samples, `helm test`, an upgrade under load, uninstall.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
 import yaml
 from vyapaar_stack import demo, images, node, release
 from vyapaar_stack.config import REPO_ROOT, StackConfig
-from vyapaar_stack.testing import HELM_NAMESPACE_PREFIX, TERMINAL, order_manifest
+from vyapaar_stack.release import Release
+from vyapaar_stack.testing import HELM_NAMESPACE_PREFIX, order_manifest
 
 pytestmark = [pytest.mark.slow, pytest.mark.node]
 
@@ -31,99 +27,24 @@ SERVICES = ("inventory", "payment", "shipping", "notification")
 RELEASE = "vyn"
 
 
-@dataclass
-class Installed:
-    """A Helm release on the real node and what the specs need to look at it."""
-
-    config: StackConfig
-    namespace: str
-    urls: dict[str, str]
-    tag: str
-    helm: Any
-    kubectl: Any
-
-    @property
-    def database_url(self) -> str:
-        """The release's database as the host reaches it."""
-        return f"postgresql://vyapaar@{self.config.host}:{self.config.ports.postgres}/" \
-               f"{release.database_name(self.namespace)}"
-
-    def pods(self) -> list[dict[str, Any]]:
-        out = self.kubectl("get", "pods", "-n", self.namespace, "-o", "json")
-        return list(json.loads(out)["items"])
-
-    def order(self, name: str) -> dict[str, Any]:
-        return dict(json.loads(self.kubectl("get", "order.vyapaar.dev", name, "-n",
-                                            self.namespace, "-o", "json")))
-
-    def put_stock(self, stock: dict[str, int]) -> None:
-        """Seed stock through the inventory service's API (the apiserver's service proxy)."""
-        for sku, available in stock.items():
-            path = (f"/api/v1/namespaces/{self.namespace}/services/"
-                    f"http:{RELEASE}-vyapaar-nexus-inventory:http/proxy/api/v1/stock/{sku}")
-            self.kubectl("replace", "--raw", path, "-f", "-",
-                         input=json.dumps({"available": available}))
-
-    async def wait_terminal(self, names: list[str], within: float = 240) -> dict[str, str]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        phases: dict[str, str] = {}
-        while True:
-            out = json.loads(self.kubectl("get", "order.vyapaar.dev", "-n", self.namespace,
-                                          "-o", "json"))
-            phases = {o["metadata"]["name"]: (o.get("status") or {}).get("phase", "")
-                      for o in out["items"]}
-            if all(phases.get(n) in TERMINAL for n in names):
-                return {n: phases[n] for n in names}
-            if loop.time() > deadline:
-                stuck = {n: phases.get(n) for n in names if phases.get(n) not in TERMINAL}
-                raise AssertionError(f"orders not terminal within {within}s: {stuck}")
-            await asyncio.sleep(1)
-
-
-def run(*argv: str | Path, input: str | None = None, timeout: float = 600) -> str:
-    result = subprocess.run([str(a) for a in argv], capture_output=True, text=True,
-                            input=input, timeout=timeout, check=False)
-    if result.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, argv))} failed:\n{result.stdout}{result.stderr}")
-    return result.stdout
+def database_url(installed: Release) -> str:
+    """The release's own database, as the host reaches it."""
+    config = installed.config
+    return (f"postgresql://vyapaar@{config.host}:{config.ports.postgres}/"
+            f"{release.database_name(installed.namespace)}")
 
 
 @pytest.fixture(scope="module")
-def installed(real_node: StackConfig, product_images: str) -> Iterator[Installed]:
-    config = real_node
-    kubeconfig = str(config.kubeconfig)
-    helm_bin = config.cache_dir / "bin" / "helm"
-    kubectl_bin = config.cache_dir / "bin" / "kubectl"
-
-    def kubectl(*args: str, input: str | None = None) -> str:
-        return run(kubectl_bin, "--kubeconfig", kubeconfig, *args, input=input)
-
-    def helm(*args: str, timeout: float = 600) -> str:
-        return run(helm_bin, "--kubeconfig", kubeconfig, *args, timeout=timeout)
-
-    namespace = f"{HELM_NAMESPACE_PREFIX}{uuid.uuid4().hex[:8]}"
-    kubectl("create", "namespace", namespace)
-    kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
-            "pod-security.kubernetes.io/warn=restricted")
-    urls = release.isolate(config, namespace)
-    kubectl("apply", "-f", "-", input=json.dumps(release.infra_secret(namespace, urls)))
-    helm("install", RELEASE, str(release.CHART), "-n", namespace, "--wait", "--timeout", "300s",
-         "-f", str(release.LOCAL_VALUES),
-         "--set", f"operator.image.tag={product_images}",
-         "--set", f"services.image.tag={product_images}",
-         "--set", f"tests.image.tag={product_images}",
-         "--set", f"operator.watchNamespaces={{{namespace}}}",
-         "--set", "crds.enabled=false")  # the session's CRD is installed already
-    yield Installed(config, namespace, urls, product_images, helm, kubectl)
-    subprocess.run([str(helm_bin), "--kubeconfig", kubeconfig, "uninstall", RELEASE, "-n",
-                    namespace, "--wait"], capture_output=True, check=False)
-    subprocess.run([str(kubectl_bin), "--kubeconfig", kubeconfig, "delete", "namespace",
-                    namespace, "--wait=false"], capture_output=True, check=False)
-    release.drop_isolation(config, namespace)
+def installed(real_node: StackConfig, product_images: str) -> Iterator[Release]:
+    byo = Release(real_node, f"{HELM_NAMESPACE_PREFIX}{uuid.uuid4().hex[:8]}", RELEASE)
+    try:
+        byo.install(release.LOCAL_VALUES, sets=release.product_images(product_images))
+        yield byo
+    finally:
+        byo.delete()
 
 
-def test_every_pod_is_running_and_ready_on_the_real_node(installed: Installed) -> None:
+def test_every_pod_is_running_and_ready_on_the_real_node(installed: Release) -> None:
     pods = installed.pods()
     components = {p["metadata"]["labels"].get("app.kubernetes.io/component") for p in pods}
     assert components >= {"operator", *SERVICES}
@@ -135,19 +56,19 @@ def test_every_pod_is_running_and_ready_on_the_real_node(installed: Installed) -
         assert ready["Ready"] == "True", name
 
 
-async def test_the_samples_reach_their_phases_processed_by_the_pods(installed: Installed) -> None:
+async def test_the_samples_reach_their_phases_processed_by_the_pods(installed: Release) -> None:
     installed.put_stock(demo.load_stock())
     samples = sorted(p for p in SAMPLES.glob("*.yaml"))
     installed.kubectl("apply", "-n", installed.namespace,
                       *[a for p in samples for a in ("-f", str(p))])
     names = [yaml.safe_load(p.read_text())["metadata"]["name"] for p in samples]
-    phases = await installed.wait_terminal(names)
+    phases = installed.wait_terminal(names)
     assert phases == {n: demo.EXPECTED[n] for n in names}
 
     # The pods did it: the release's own database (no other process uses it) holds the
     # capture of the completed order, and the payment pod's log names the order.
     uid = installed.order("order-completed")["metadata"]["uid"]
-    conn = await asyncpg.connect(installed.database_url)
+    conn = await asyncpg.connect(database_url(installed))
     try:
         captured = await conn.fetchval(
             "SELECT count(*) FROM payment.ledger_entries WHERE order_uid = $1 AND kind = 'charge'",
@@ -156,11 +77,11 @@ async def test_the_samples_reach_their_phases_processed_by_the_pods(installed: I
         await conn.close()
     assert captured == 1
     logs = installed.kubectl("logs", "-n", installed.namespace,
-                             f"deployment/{RELEASE}-vyapaar-nexus-payment")
+                             f"deployment/{installed.fullname}-payment")
     assert uid in logs
 
 
-def test_helm_test_passes(installed: Installed) -> None:
+def test_helm_test_passes(installed: Release) -> None:
     out = installed.helm("test", RELEASE, "-n", installed.namespace, "--timeout", "180s")
     assert "Phase:          Succeeded" in out or "Succeeded" in out, out
 
@@ -170,7 +91,7 @@ UPGRADE_TAG = "e2e-next"
 
 
 async def test_an_upgrade_with_orders_in_flight_loses_none_and_breaks_no_invariant(
-    installed: Installed,
+    installed: Release,
 ) -> None:
     archives = images.build_product_images(installed.config, UPGRADE_TAG)
     for archive in archives.values():
@@ -188,7 +109,7 @@ async def test_an_upgrade_with_orders_in_flight_loses_none_and_breaks_no_invaria
                    "--set", f"operator.image.tag={UPGRADE_TAG}",
                    "--set", f"services.image.tag={UPGRADE_TAG}")
     names = [o["metadata"]["name"] for o in orders]
-    phases = await installed.wait_terminal(names, within=300)
+    phases = installed.wait_terminal(names, within=300)
     assert set(phases.values()) <= {"Completed", "Failed"}, phases
 
     running = {c["image"] for p in installed.pods() if p["status"]["phase"] == "Running"
@@ -197,7 +118,7 @@ async def test_an_upgrade_with_orders_in_flight_loses_none_and_breaks_no_invaria
                        f"localhost/vyapaar/services:{UPGRADE_TAG}"}
 
     uids = {installed.order(n)["metadata"]["uid"]: phases[n] for n in names}
-    conn = await asyncpg.connect(installed.database_url)
+    conn = await asyncpg.connect(database_url(installed))
     try:
         ledger = await conn.fetch(
             "SELECT order_uid, kind, count(*) AS n, sum(amount) AS amount"
@@ -223,8 +144,8 @@ async def test_an_upgrade_with_orders_in_flight_loses_none_and_breaks_no_invaria
     assert stock["committed"] == completed
 
 
-def test_uninstall_leaves_only_what_is_documented(installed: Installed) -> None:
-    installed.helm("uninstall", RELEASE, "-n", installed.namespace, "--wait")
+def test_uninstall_leaves_only_what_is_documented(installed: Release) -> None:
+    installed.uninstall()
     # the garbage collector deletes the pods of the deleted Deployments shortly after
     installed.kubectl("wait", "--for=delete", "pods", "--all", "-n", installed.namespace,
                       "--timeout=120s")
