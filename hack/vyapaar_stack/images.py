@@ -186,6 +186,24 @@ def _files_digest(*paths: Path, skip: Sequence[str] = ()) -> list[bytes]:
     return parts
 
 
+VERSION_LABEL = "org.opencontainers.image.version"
+
+
+def _set_label(config: StackConfig, ref: str, key: str, value: str) -> None:
+    """Give ``ref`` the label, if it lacks it. buildah 1.28's layer cache keys a LABEL on
+    its text before ARG expansion (and ignores --label), so an image built for another
+    tag from the same sources comes back from the cache with that tag's version."""
+    labels = image_config(config, ref).get("config", {})
+    if isinstance(labels, dict) and (labels.get("Labels") or {}).get(key) == value:
+        return
+    container = buildah(config, "from", "--pull-never", ref).strip()
+    try:
+        buildah(config, "config", "--label", f"{key}={value}", container)
+        buildah(config, "commit", "--quiet", container, ref)
+    finally:
+        buildah(config, "rm", container)
+
+
 def _push_archive(config: StackConfig, ref: str, archive: Path) -> None:
     """Write `ref` as an oci-archive (atomically: a half-written archive never counts)."""
     archive.parent.mkdir(parents=True, exist_ok=True)
@@ -400,11 +418,8 @@ def build_product_images(config: StackConfig, tag: str,
                 _say(f"{ref}: unchanged, {archive.name} is up to date")
             else:
                 with step(f"{ref}: build"):
-                    # buildah 1.28's layer cache keys LABEL on its text before ARG
-                    # expansion, so a cached image would keep the previous version: set
-                    # the label at commit as well.
-                    _bud(config, dockerfile, ref, REPO_ROOT, build_args,
-                         labels={"org.opencontainers.image.version": tag}, target=name)
+                    _bud(config, dockerfile, ref, REPO_ROOT, build_args, target=name)
+                    _set_label(config, ref, VERSION_LABEL, tag)
                 with step(f"{ref}: write {archive}"):
                     _push_archive(config, ref, archive)
                 marker.write_text(f"{inputs} {image_id(config, ref)}")

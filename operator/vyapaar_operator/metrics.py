@@ -76,6 +76,8 @@ SAGA_DURATION = Histogram(
     ["outcome"],
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
 )
+#: the ``outcome`` label values of a step's duration
+STEP_OUTCOMES = ("succeeded", "rejected", "unknown")
 STEP_DURATION = Histogram(
     "vyapaar_saga_step_duration_seconds",
     "From a step's first command to its settled outcome (retries included), by step and "
@@ -137,9 +139,13 @@ def _initialise() -> None:
     """Create every series whose labels are known, at zero."""
     for outcome in OUTCOMES:
         ORDERS_FINISHED.labels(outcome.value)
+        # histograms too: the first saga to finish must show as an increase to rate()
+        SAGA_DURATION.labels(outcome.value)
     for phase in ACTIVE_PHASES:
         IN_FLIGHT.labels(phase.value)
     for name, step in saga.STEPS.items():
+        for step_outcome in STEP_OUTCOMES:
+            STEP_DURATION.labels(name, step_outcome)
         TIMEOUTS.labels(name, "forward")
         for reason in ("timeout", "recovery"):
             RETRIES.labels(name, "forward", reason)
