@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 VYAPAAR := $(VENV)/bin/vyapaar
 PYTEST_ARGS ?=
 
-.PHONY: help provision demo up down status test test-unit lint fmt clean clean-cache
+.PHONY: help provision demo demo-cluster up down status test test-unit lint fmt clean clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -15,6 +15,9 @@ provision: ## install Debian packages, the virtualenv and the Go-built tools (id
 
 demo: provision ## bring up the whole system on the local stack and run the sample orders
 	@$(VYAPAAR) demo
+
+demo-cluster: provision ## the same samples through the Helm chart on a real kubelet node (root, no Docker)
+	@$(VYAPAAR) demo --cluster
 
 up: provision ## start the local stack (control plane + infrastructure) without the demo
 	@$(VYAPAAR) stack up

@@ -139,9 +139,20 @@ def stack_env(config: StackConfig, pod: bool = False) -> None:
         print(f"export {key}={value}")
 
 
-def run_demo(config: StackConfig) -> int:
+def run_demo(config: StackConfig, on_cluster: bool = False) -> int:
     """Bring up the whole system, run the sample orders, and show where to look."""
-    stack_up(config, None)
+    stack_up(config, None, real_node=on_cluster)
+    if on_cluster:
+        print("building and loading the images, installing the chart, then the sample "
+              "orders ...", file=sys.stderr, flush=True)
+        all_as_expected = demo.main_cluster(config)
+        print()
+        print(f"The chart runs on the real node in namespace {demo.CLUSTER_NAMESPACE}:")
+        print(f"  kubectl get pods,vyo -n {demo.CLUSTER_NAMESPACE}   (KUBECONFIG="
+              f"{config.kubeconfig})")
+        print("Remove the node only: .venv/bin/vyapaar stack down --only node")
+        print("Stop everything: make down")
+        return 0 if all_as_expected else 1
     print("starting the services and the operator, then the sample orders ...",
           file=sys.stderr, flush=True)
     all_as_expected = demo.main(config)
@@ -213,8 +224,14 @@ def register(commands: Any) -> None:
 
     demo_cmd = commands.add_parser(
         "demo", help="bring up the whole system on the local stack and run the sample orders",
-        epilog="example: vyapaar demo   # then: vyapaar top")
-    demo_cmd.set_defaults(func=lambda _args: _guarded(lambda: run_demo(StackConfig())))
+        epilog="examples:\n  vyapaar demo             # local processes; then: vyapaar top\n"
+               "  vyapaar demo --cluster   # the Helm chart on a real node (root)",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    demo_cmd.add_argument("--cluster", action="store_true",
+                          help="install the Helm chart on the stack's real node (needs root) "
+                               "and run the samples through its pods")
+    demo_cmd.set_defaults(func=lambda args: _guarded(
+        lambda: run_demo(StackConfig(), on_cluster=args.cluster)))
 
 
 def environment_defaults() -> dict[str, str]:

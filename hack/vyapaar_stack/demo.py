@@ -15,6 +15,9 @@ from .processes import StackError
 
 SAMPLES = REPO_ROOT / "manifests" / "samples"
 NAMESPACE = "vyapaar-demo"
+#: where `vyapaar demo --cluster` installs the chart (its operator watches only this one)
+CLUSTER_NAMESPACE = "vyapaar-cluster-demo"
+CLUSTER_IMAGE_TAG = "demo"
 TERMINAL = {"Completed", "Failed", "Cancelled", "CompensationFailed"}
 
 #: sample file -> the phase it must end in
@@ -107,3 +110,25 @@ def main(config: StackConfig) -> bool:
     print()
     return print_table(rows)
 
+
+def main_cluster(config: StackConfig) -> bool:
+    """The cluster path on the real node: images built from the Dockerfile and loaded, the
+    chart installed (the stack's infrastructure as bring-your-own, isolated), the samples.
+
+    The local processes are stopped first: their operator watches every namespace and
+    would race the chart's operator for the same Orders.
+    """
+    from . import images, node, release
+
+    system.down(config)
+    for archive in images.build_product_images(config, CLUSTER_IMAGE_TAG).values():
+        node.load_image(config, archive)
+    chart = release.Release(config, CLUSTER_NAMESPACE, name="vyapaar-nexus")
+    chart.delete()  # a fresh release every time
+    cluster.kubectl(config, "wait", "--for=delete", f"namespace/{CLUSTER_NAMESPACE}",
+                    "--timeout=180s", check=False)
+    chart.install(release.LOCAL_VALUES, sets=release.product_images(CLUSTER_IMAGE_TAG))
+    chart.put_stock(load_stock())
+    rows = run_samples(config, namespace=CLUSTER_NAMESPACE)
+    print()
+    return print_table(rows)
