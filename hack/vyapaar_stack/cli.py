@@ -125,12 +125,7 @@ def stack_images(config: StackConfig, args: argparse.Namespace) -> None:
 
 
 def stack_infra_secret(config: StackConfig, namespace: str, isolate: bool) -> None:
-    pods = config.pod_env()
-    urls = release.isolate(config, namespace) if isolate else {
-        "amqp-url": pods["VYAPAAR_AMQP_URL"],
-        "database-url": pods["VYAPAAR_DATABASE_URL"],
-        "redis-url": pods["VYAPAAR_REDIS_URL"],
-    }
+    urls = release.isolate(config, namespace) if isolate else release.shared_urls(config)
     print(yaml.safe_dump(release.infra_secret(namespace, urls), sort_keys=False), end="")
 
 

@@ -1,6 +1,6 @@
 """Build the product images and the infrastructure stand-ins without Docker or a registry.
 
-The same Dockerfiles that CI builds from the official Python image are built here with
+The same Dockerfile that CI builds from the official Python image is built here with
 buildah (``bud --isolation chroot --pull-never``) from a local Debian base made with
 debootstrap, and written as ``oci-archive:`` files that containerd imports.
 
@@ -12,7 +12,8 @@ and nothing mixes with a machine's own podman/buildah images.
 Caching: the base image and the stand-ins are cached as archives keyed by a hash of their
 recipe (a second run only checks that hash); the product images rely on buildah's layer
 cache (dependencies are installed in a layer that only ``pyproject.toml`` invalidates) and
-on a pip cache mount.
+skip buildah altogether when a hash of their inputs is unchanged. (The Dockerfile's pip
+cache mount serves Docker builds; buildah 1.28 with chroot isolation leaves it empty.)
 """
 
 from __future__ import annotations
@@ -193,8 +194,8 @@ def _set_label(config: StackConfig, ref: str, key: str, value: str) -> None:
     """Give ``ref`` the label, if it lacks it. buildah 1.28's layer cache keys a LABEL on
     its text before ARG expansion (and ignores --label), so an image built for another
     tag from the same sources comes back from the cache with that tag's version."""
-    labels = image_config(config, ref).get("config", {})
-    if isinstance(labels, dict) and (labels.get("Labels") or {}).get(key) == value:
+    image = image_config(config, ref).get("config", {})
+    if isinstance(image, dict) and (image.get("Labels") or {}).get(key) == value:
         return
     container = buildah(config, "from", "--pull-never", ref).strip()
     try:
@@ -350,8 +351,7 @@ def _debootstrap_base(config: StackConfig) -> None:
 
 
 def _bud(config: StackConfig, dockerfile: Path, ref: str, context: Path,
-         build_args: Mapping[str, str], labels: Mapping[str, str] | None = None,
-         target: str | None = None) -> None:
+         build_args: Mapping[str, str], target: str | None = None) -> None:
     argv: list[str | Path] = [
         "bud", "--isolation", "chroot", "--pull-never", "--layers", "--quiet",
         "--file", dockerfile, "--tag", ref,
@@ -360,8 +360,6 @@ def _bud(config: StackConfig, dockerfile: Path, ref: str, context: Path,
         argv += ["--target", target]
     for key, value in build_args.items():
         argv += ["--build-arg", f"{key}={value}"]
-    for key, value in (labels or {}).items():
-        argv += ["--label", f"{key}={value}"]
     if HOST_CA_BUNDLE.exists():
         # Trust what the build host trusts (TLS-inspecting proxies) while pip and apt run;
         # a RUN-time bind mount, so it is in no layer.
@@ -373,7 +371,7 @@ def product_ref(name: str, tag: str) -> str:
     return f"localhost/vyapaar/{name}:{tag}"
 
 
-#: what the product Dockerfiles COPY from the context (a superset of what .dockerignore lets in)
+#: what the product Dockerfile copies from the context (a superset of what .dockerignore lets in)
 PRODUCT_CONTEXT = ("pyproject.toml", "README.md", ".dockerignore", "operator", "services",
                    "messaging", "cli")
 
@@ -393,7 +391,7 @@ def _product_inputs_digest(dockerfile: Path, base_id: str, build_args: Mapping[s
 
 def build_product_images(config: StackConfig, tag: str,
                          targets: Sequence[str] = PRODUCT_TARGETS) -> dict[str, Path]:
-    """The operator and services images from their Dockerfiles on the local base.
+    """The operator and services images from the Dockerfile's targets on the local base.
 
     Returns image name -> oci-archive under ``<state>/images``.
     """

@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import cluster
 from .config import REPO_ROOT, StackConfig
-from .infra import rabbitmqctl
+from .infra import POSTGRES_BIN, rabbitmqctl
 from .processes import StackError
 
 CHART = REPO_ROOT / "helm" / "vyapaar-nexus"
@@ -73,8 +74,6 @@ def redis_db(name: str) -> int:
 
 
 def _psql(config: StackConfig, sql: str) -> None:
-    from .infra import POSTGRES_BIN
-
     result = subprocess.run(
         [str(POSTGRES_BIN / "psql"), "-h", config.host, "-p", str(config.ports.postgres),
          "-U", "vyapaar", "-d", "vyapaar", "-v", "ON_ERROR_STOP=1", "-qc", sql],
@@ -82,6 +81,13 @@ def _psql(config: StackConfig, sql: str) -> None:
     )
     if result.returncode != 0:
         raise StackError(f"psql: {result.stderr.strip()}")
+
+
+def shared_urls(config: StackConfig) -> dict[str, str]:
+    """The chart's Secret keys -> the stack's infrastructure as pods on the node reach it."""
+    pods = config.pod_env()
+    return {"amqp-url": pods["VYAPAAR_AMQP_URL"], "database-url": pods["VYAPAAR_DATABASE_URL"],
+            "redis-url": pods["VYAPAAR_REDIS_URL"]}
 
 
 def isolate(config: StackConfig, name: str) -> dict[str, str]:
@@ -95,13 +101,11 @@ def isolate(config: StackConfig, name: str) -> dict[str, str]:
         result = rabbitmqctl(config, *args)
         if result.returncode != 0 and args[0] != "delete_vhost":
             raise StackError(f"rabbitmqctl {' '.join(args)}: {result.stderr.strip()}")
-    pods = config.pod_env()
-    base_db = pods["VYAPAAR_DATABASE_URL"].rsplit("/", 1)[0]
-    base_redis = pods["VYAPAAR_REDIS_URL"].rsplit("/", 1)[0]
+    shared = shared_urls(config)
     return {
-        "amqp-url": pods["VYAPAAR_AMQP_URL"].rstrip("/") + f"/{name}",
-        "database-url": f"{base_db}/{database}",
-        "redis-url": f"{base_redis}/{redis_db(name)}",
+        "amqp-url": shared["amqp-url"].rstrip("/") + f"/{name}",
+        "database-url": shared["database-url"].rsplit("/", 1)[0] + f"/{database}",
+        "redis-url": shared["redis-url"].rsplit("/", 1)[0] + f"/{redis_db(name)}",
     }
 
 
@@ -143,21 +147,24 @@ class Release:
         self.urls: dict[str, str] = {}
 
     # -- tools ----------------------------------------------------------------------------
-    def _run(self, tool: str, *args: str, input: str | None = None, timeout: float = 600
-             ) -> str:
-        argv = [str(self.config.cache_dir / "bin" / tool), "--kubeconfig",
-                str(self.config.kubeconfig), *args]
-        result = subprocess.run(argv, capture_output=True, text=True, input=input,
-                                timeout=timeout, check=False)
-        if result.returncode != 0:
-            raise StackError(f"{tool} {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
-        return result.stdout
-
     def kubectl(self, *args: str, input: str | None = None) -> str:
-        return self._run("kubectl", *args, input=input)
+        return cluster.kubectl(self.config, *args, input=input).stdout
 
     def helm(self, *args: str, timeout: float = 600) -> str:
-        return self._run("helm", *args, timeout=timeout)
+        argv = [str(cluster.tool(self.config, "helm")), "--kubeconfig",
+                str(self.config.kubeconfig), *args]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                                check=False)
+        if result.returncode != 0:
+            raise StackError(f"helm {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+        return result.stdout
+
+    @property
+    def database_url(self) -> str:
+        """The release's own database (when isolated), as the host reaches it."""
+        config = self.config
+        return (f"postgresql://vyapaar@{config.host}:{config.ports.postgres}/"
+                f"{database_name(self.namespace)}")
 
     @property
     def fullname(self) -> str:
@@ -174,9 +181,8 @@ class Release:
                      "pod-security.kubernetes.io/enforce=restricted",
                      "pod-security.kubernetes.io/warn=restricted")
         if bring_your_own:
-            self.urls = isolate(self.config, self.namespace)
             self.kubectl("apply", "-f", "-",
-                         input=json.dumps(infra_secret(self.namespace, self.urls)))
+                         input=json.dumps(infra_secret(self.namespace, self.isolate())))
         args = ["install", self.name, str(CHART), "-n", self.namespace, "--wait",
                 "--timeout", "300s"]
         for path in values:
@@ -188,15 +194,20 @@ class Release:
             args += ["--set-string", f"{key}={value}"]
         self.helm(*args)
 
+    def isolate(self) -> dict[str, str]:
+        """Give the release its own database, vhost and Redis DB; their URLs for pods."""
+        self.urls = isolate(self.config, self.namespace)
+        return self.urls
+
     def uninstall(self) -> None:
         self.helm("uninstall", self.name, "-n", self.namespace, "--wait")
 
     def delete(self) -> None:
         """Remove whatever is left (release, namespace, isolated infrastructure)."""
-        for tool, args in (("helm", ("uninstall", self.name, "-n", self.namespace, "--wait")),
-                           ("kubectl", ("delete", "namespace", self.namespace, "--wait=false"))):
-            with contextlib.suppress(StackError):
-                self._run(tool, *args)
+        with contextlib.suppress(StackError):
+            self.uninstall()
+        cluster.kubectl(self.config, "delete", "namespace", self.namespace, "--wait=false",
+                        "--ignore-not-found", check=False)
         if self.urls:
             drop_isolation(self.config, self.namespace)
 

@@ -27,13 +27,6 @@ SERVICES = ("inventory", "payment", "shipping", "notification")
 RELEASE = "vyn"
 
 
-def database_url(installed: Release) -> str:
-    """The release's own database, as the host reaches it."""
-    config = installed.config
-    return (f"postgresql://vyapaar@{config.host}:{config.ports.postgres}/"
-            f"{release.database_name(installed.namespace)}")
-
-
 @pytest.fixture(scope="module")
 def installed(real_node: StackConfig, product_images: str) -> Iterator[Release]:
     byo = Release(real_node, f"{HELM_NAMESPACE_PREFIX}{uuid.uuid4().hex[:8]}", RELEASE)
@@ -68,7 +61,7 @@ async def test_the_samples_reach_their_phases_processed_by_the_pods(installed: R
     # The pods did it: the release's own database (no other process uses it) holds the
     # capture of the completed order, and the payment pod's log names the order.
     uid = installed.order("order-completed")["metadata"]["uid"]
-    conn = await asyncpg.connect(database_url(installed))
+    conn = await asyncpg.connect(installed.database_url)
     try:
         captured = await conn.fetchval(
             "SELECT count(*) FROM payment.ledger_entries WHERE order_uid = $1 AND kind = 'charge'",
@@ -118,7 +111,7 @@ async def test_an_upgrade_with_orders_in_flight_loses_none_and_breaks_no_invaria
                        f"localhost/vyapaar/services:{UPGRADE_TAG}"}
 
     uids = {installed.order(n)["metadata"]["uid"]: phases[n] for n in names}
-    conn = await asyncpg.connect(database_url(installed))
+    conn = await asyncpg.connect(installed.database_url)
     try:
         ledger = await conn.fetch(
             "SELECT order_uid, kind, count(*) AS n, sum(amount) AS amount"

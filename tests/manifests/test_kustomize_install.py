@@ -70,8 +70,7 @@ def applied(real_node: StackConfig, product_images: str,
     system = Release(real_node, f"{HELM_NAMESPACE_PREFIX}{uuid.uuid4().hex[:8]}",
                      name="vyapaar-nexus")  # the base's release: objects vyapaar-nexus-*
     folder = overlay(tmp_path_factory.mktemp("overlay"), system.namespace, product_images,
-                     release.isolate(real_node, system.namespace))
-    system.urls = {"isolated": "yes"}  # so delete() drops the database and vhost
+                     system.isolate())
     system.kubectl("create", "namespace", system.namespace)
     system.kubectl("label", "namespace", system.namespace,
                    "pod-security.kubernetes.io/enforce=restricted")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 from vyapaar_stack.config import StackConfig
 
 
@@ -33,3 +34,25 @@ def test_dlq_list_shows_every_dead_letter_queue(local_infra: StackConfig) -> Non
     assert result.returncode == 0, result.stderr
     for queue in ("inventory.commands.dlq", "payment.commands.dlq", "operator.replies.dlq"):
         assert queue in result.stdout
+
+
+def test_infra_secret_prints_the_charts_secret_with_the_urls_pods_use(
+        stack_config: StackConfig) -> None:
+    result = vyapaar("stack", "infra-secret", "--namespace", "shop")
+    assert result.returncode == 0, result.stderr
+    secret = yaml.safe_load(result.stdout)
+    assert (secret["kind"], secret["metadata"]) == (
+        "Secret", {"name": "vyapaar-infrastructure", "namespace": "shop"})
+    node_ip = stack_config.node_ip
+    assert secret["stringData"] == {
+        "amqp-url": f"amqp://guest:guest@{node_ip}:{stack_config.ports.amqp}/",
+        "database-url": f"postgresql://vyapaar@{node_ip}:{stack_config.ports.postgres}/vyapaar",
+        "redis-url": f"redis://{node_ip}:{stack_config.ports.redis}/0",
+    }
+
+
+def test_images_refuses_a_ref_that_is_not_a_product_image() -> None:
+    result = vyapaar("stack", "images", "--ref", "docker.io/library/redis:7")
+    assert result.returncode == 1
+    assert "expected localhost/vyapaar/{operator,services}:TAG" in result.stderr
+    assert "Traceback" not in result.stderr
