@@ -41,6 +41,7 @@ BASE_NAMESPACE = "vyapaar-system"
 #: (source in the repository, folder of its copy in the chart)
 COPIED = (
     (REPO_ROOT / "crds", "*.yaml", CHART / "files" / "crds"),
+    (REPO_ROOT / "manifests" / "admission", "*.yaml", CHART / "files" / "admission"),
     (REPO_ROOT / "manifests" / "prometheus" / "rules", "*.yaml", CHART / "files" / "prometheus"),
     (REPO_ROOT / "grafana" / "dashboards", "*.json", CHART / "files" / "dashboards"),
 )
@@ -197,10 +198,16 @@ def template(
     namespace: str = BASE_NAMESPACE,
     set_values: Iterable[str] = (),
     helm: Path | None = None,
+    api_versions: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
-    """`helm template` of the chart: the rendered objects (tests included), in order."""
+    """`helm template` of the chart: the rendered objects (tests included), in order.
+
+    `api_versions` are the optional APIs the cluster is to offer (`helm --api-versions`).
+    """
     command = [str(helm or helm_binary()), "template", release, str(CHART), "-n", namespace,
                "--kube-version", kube_version()]
+    for api in api_versions:
+        command += ["--api-versions", api]
     for path in values_files:
         command += ["-f", str(path)]
     for assignment in set_values:

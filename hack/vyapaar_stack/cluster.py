@@ -202,6 +202,12 @@ def up(config: StackConfig, timeout: float = 180.0) -> None:
             str(tool(config, "kwok")),
             "--etcd-binary",
             str(etcd_binary()),
+            # MutatingAdmissionPolicy (beta, off by default in 1.34): the Order finalizer
+            # set at creation (manifests/admission/), one write per order fewer.
+            "--kube-feature-gates",
+            "MutatingAdmissionPolicy=true",
+            "--kube-runtime-config",
+            "admissionregistration.k8s.io/v1beta1=true",
             "--kube-authorization=true",  # RBAC + Node authorizers
             "--kube-admission=true",  # default admission plugins, Pod Security among them
             "--kubeconfig",

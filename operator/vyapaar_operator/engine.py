@@ -11,18 +11,24 @@ between: re-read and decide again — decisions are pure, so that is safe.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import weakref
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from vyapaar_operator import metrics, saga
+from vyapaar_operator.admission import Admission
 from vyapaar_operator.deadlines import Deadlines
 from vyapaar_operator.orders import Conflict, OrderRef, OrderStore, has_finalizer, ref_of
 
 log = logging.getLogger(__name__)
+
+FINISHED_REMEMBERED = 10_000
+"""Finished sagas whose last version is kept to recognise their stale watch events."""
 
 EventFactory = Callable[[Mapping[str, Any], saga.SagaState], saga.Event | None]
 """Given the Order as just read and its saga state, the event to apply (None: nothing)."""
@@ -36,12 +42,49 @@ class EventRecorder(Protocol):
     async def record(self, obj: Mapping[str, Any], transition: saga.Transition) -> None: ...
 
 
+@dataclass(frozen=True)
+class _Waiting:
+    make_event: EventFactory
+    done: asyncio.Future[saga.SagaState | None]
+
+
+@dataclass
+class _Mailbox:
+    """Events of one Order waiting for its lock; `joined` is set when another arrives."""
+
+    waiting: list[_Waiting] = field(default_factory=list)
+    joined: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class GaveUp(Exception):
     """Conflicts kept coming; the event will be re-derived from the next observation."""
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """Now, to the millisecond: finer adds status bytes (every write) and tells nobody more."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _not_newer(obj: Mapping[str, Any], than: Mapping[str, Any]) -> bool:
+    """`obj` is the same or an earlier version of the same Order than `than`.
+
+    resourceVersions are opaque to clients in general; etcd's are its revision numbers,
+    and where one is not a number this says False (decide anyway; a 409 protects it).
+    """
+    mine, theirs = obj["metadata"], than["metadata"]
+    if mine.get("uid") != theirs.get("uid"):
+        return False
+    try:
+        return int(mine["resourceVersion"]) <= int(theirs["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _start_if_pending(obj: Mapping[str, Any], state: saga.SagaState) -> saga.Event | None:
+    if state.phase is not saga.Phase.PENDING or obj["metadata"].get("deletionTimestamp"):
+        return None
+    return saga.Start(now=utcnow())
 
 
 def state_of(obj: Mapping[str, Any]) -> saga.SagaState:
@@ -58,19 +101,39 @@ class SagaEngine:
         config: saga.SagaConfig,
         deadlines: Deadlines,
         *,
+        admission: Admission | None = None,
         write_retries: int = 10,
+        reply_hold: float = 0.0,
     ) -> None:
         self.store = store
         self.bus = bus
         self.recorder = recorder
         self.config = config
         self.deadlines = deadlines
+        self.admission = admission or Admission(0)
         self.write_retries = write_retries
+        self.reply_hold = reply_hold
         # One lock per order: events for one saga apply one at a time in this
         # process (fewer conflicts); other processes are kept out by resourceVersion.
         self._locks: weakref.WeakValueDictionary[OrderRef, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        # Events waiting for their order's lock: whoever takes it applies them all in one
+        # status write.
+        self._mailboxes: dict[OrderRef, _Mailbox] = {}
+        # The newest version of each running saga's Order this process wrote or saw: the
+        # base of the next decision (no read needed; a 409 says when it is not current).
+        # A watch event older than it, or than a finished saga's last version, says
+        # nothing new, and deciding on it would only end in a 409 Conflict.
+        self._newest: dict[OrderRef, Mapping[str, Any]] = {}
+        self._finished: collections.OrderedDict[OrderRef, Mapping[str, Any]] = (
+            collections.OrderedDict()
+        )
+        metrics.IN_FLIGHT_LIMIT.set(self.admission.limit)
+
+    def _is_stale(self, ref: OrderRef, seen: Mapping[str, Any]) -> bool:
+        known = self._newest.get(ref) or self._finished.get(ref)
+        return known is not None and _not_newer(seen, known)
 
     def _lock(self, ref: OrderRef) -> asyncio.Lock:
         lock = self._locks.get(ref)
@@ -80,59 +143,115 @@ class SagaEngine:
         return lock
 
     async def apply(
-        self, ref: OrderRef, make_event: EventFactory, *, seen: Mapping[str, Any] | None = None
+        self, ref: OrderRef, make_event: EventFactory, *,
+        seen: Mapping[str, Any] | None = None, hold: float = 0.0,
     ) -> saga.SagaState | None:
         """Apply the event `make_event` derives from the current Order; return the new state.
 
-        `seen` is the object as just observed (saves a read); after a conflict
-        the object is read afresh.
+        `seen` is the object as just observed (saves a read); after a conflict the object
+        is read afresh.  Events for the same Order that arrive while one is being applied
+        are applied together, with one status write; `hold` > 0 waits that long at most for
+        another event of the same Order to share the write with.
         """
+        if seen is not None and self._is_stale(ref, seen):
+            metrics.STALE_EVENTS.inc()
+            return None
+        done: asyncio.Future[saga.SagaState | None] = asyncio.get_running_loop().create_future()
+        mailbox = self._mailboxes.setdefault(ref, _Mailbox())
+        mailbox.waiting.append(_Waiting(make_event, done))
+        if len(mailbox.waiting) > 1:
+            mailbox.joined.set()
+        elif hold:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(mailbox.joined.wait(), hold)
         async with self._lock(ref):
-            obj: Mapping[str, Any] | None = seen
-            for _ in range(self.write_retries):
+            if done.done():
+                return done.result()  # applied by the batch of an earlier event
+            batch = self._mailboxes.pop(ref, _Mailbox()).waiting
+            try:
+                state = await self._apply_batch(ref, [w.make_event for w in batch], seen)
+            except BaseException as exc:
+                for waiting in batch:
+                    if waiting.done is not done and not waiting.done.done():
+                        waiting.done.set_exception(exc)
+                raise
+            for waiting in batch:
+                if not waiting.done.done():
+                    waiting.done.set_result(state)
+            return state
+
+    async def _apply_batch(
+        self, ref: OrderRef, makers: list[EventFactory], seen: Mapping[str, Any] | None
+    ) -> saga.SagaState | None:
+        obj: Mapping[str, Any] | None = seen
+        newest = self._newest.get(ref)
+        if obj is None or (newest is not None and _not_newer(obj, newest)):
+            obj = newest
+        for _ in range(self.write_retries):
+            if obj is None:
+                obj = await self.store.get(ref)
                 if obj is None:
-                    obj = await self.store.get(ref)
-                    if obj is None:
-                        self.deadlines.forget(ref)
-                        return None
-                try:
-                    return await self._apply_once(dict(obj), make_event)
-                except Conflict:
-                    metrics.STATUS_CONFLICTS.inc()
-                    obj = None
-            raise GaveUp(f"{ref}: {self.write_retries} conflicting writes in a row")
+                    self.forget(ref)
+                    return None
+            try:
+                return await self._apply_once(dict(obj), makers)
+            except Conflict:
+                metrics.STATUS_CONFLICTS.inc()
+                obj = None
+        raise GaveUp(f"{ref}: {self.write_retries} conflicting writes in a row")
 
     async def _apply_once(
-        self, obj: dict[str, Any], make_event: EventFactory
+        self, obj: dict[str, Any], makers: list[EventFactory]
     ) -> saga.SagaState:
+        ref = ref_of(obj)
         state = state_of(obj)
         obj = await self._ensure_finalizer(obj, state)
-        event = make_event(obj, state)
-        if event is None:
-            self._track(obj, state)
-            return state
-        decision = saga.decide(state, event, self.config)
-        new_status = decision.state.to_status()
+        decided = state
+        commands: list[saga.Command] = []
+        transitions: list[saga.Transition] = []
+        observed: list[tuple[saga.SagaState, saga.Event, saga.Decision]] = []
+        for make_event in makers:
+            event = make_event(obj, decided)
+            if event is None:
+                continue
+            if isinstance(event, saga.Start) and not self.admission.admit(ref, obj):
+                event = saga.Queued(limit=self.admission.limit, now=event.now)
+            decision = saga.decide(decided, event, self.config)
+            observed.append((decided, event, decision))
+            commands.extend(decision.commands)
+            transitions.extend(decision.transitions)
+            decided = decision.state
+        new_status = decided.to_status()
         new_status["observedGeneration"] = obj["metadata"].get("generation")
         changed = new_status != (obj.get("status") or {})
         if changed:
             obj = await self.store.replace_status(obj, new_status)
-        metrics.observe_decision(state, event, decision, changed=changed)
-        for command in decision.commands:
+            if not decided.is_terminal:
+                self._newest[ref] = obj  # before publishing: the replies may be quick
+        for before, event, decision in observed:
+            metrics.observe_decision(before, event, decision,
+                                     changed=changed and decision.state != before)
+        for command in commands:
             await self._publish(obj, command)
-        for transition in decision.transitions:
-            await self.recorder.record(obj, transition)
-        if decision.state.is_terminal and not state.is_terminal:
+        for transition in transitions:
+            metrics.TRANSITIONS.labels(transition.reason, transition.type).inc()
+            if transition.announced:
+                await self.recorder.record(obj, transition)
+        if decided.is_terminal and not state.is_terminal:
             # Let a deletion proceed now, not on the next watch event.
             with contextlib.suppress(Conflict):  # that next event will retry it
-                obj = await self._ensure_finalizer(obj, decision.state)
-        self._track(obj, decision.state)
-        return decision.state
+                obj = await self._ensure_finalizer(obj, decided)
+        self._track(obj, decided)
+        return decided
 
     async def _ensure_finalizer(
         self, obj: dict[str, Any], state: saga.SagaState
     ) -> dict[str, Any]:
-        """Hold the finalizer while the saga runs or awaits repair; drop it once it is done."""
+        """Hold the finalizer while the saga runs or awaits repair; drop it once it is done.
+
+        Where the cluster adds it at creation (a MutatingAdmissionPolicy, the gateway),
+        this costs no write.
+        """
         wanted = not state.is_terminal or state.needs_repair
         if has_finalizer(obj) != wanted:
             if wanted and obj["metadata"].get("deletionTimestamp"):
@@ -152,10 +271,36 @@ class SagaEngine:
         ref = ref_of(dict(obj))
         metrics.track_phase(ref, state.phase)
         if state.is_terminal:
-            self.deadlines.forget(ref)
-            metrics.forget(ref)
-        else:
-            self.deadlines.set(ref, saga.next_deadline(state))
+            self.forget(ref)
+            self._finished[ref] = {"metadata": obj["metadata"]}
+            while len(self._finished) > FINISHED_REMEMBERED:
+                self._finished.popitem(last=False)
+            return
+        self.deadlines.set(ref, saga.next_deadline(state))
+        self._newest[ref] = obj
+        if state.phase is not saga.Phase.PENDING:
+            self.admission.observe_running(ref)
+        metrics.QUEUED.set(self.admission.queued)
+
+    def forget(self, ref: OrderRef) -> None:
+        """The saga is over or its Order gone: stop following it and free its slot."""
+        self.deadlines.forget(ref)
+        metrics.forget(ref)
+        self._newest.pop(ref, None)
+        self._finished.pop(ref, None)
+        self.admission.forget(ref)
+        metrics.QUEUED.set(self.admission.queued)
+
+    async def admit_queued(self) -> None:
+        """Start queued Orders, oldest first, whenever a saga slot frees up (a task)."""
+        while True:
+            ref = await self.admission.next_to_start()
+            try:
+                await self.apply(ref, _start_if_pending)
+            except Exception:
+                log.exception("starting queued %s failed; its next watch event retries", ref)
+            if not self.admission.is_running(ref):
+                self.admission.forget(ref)  # gone, cancelled or started elsewhere: next one
 
     # -- the three sources of events ---------------------------------------------------------
 
@@ -173,4 +318,20 @@ class SagaEngine:
                               idempotency_key=idempotency_key, payload=payload,
                               message_id=message_id)
 
-        await self.apply(ref, reply)
+        await self.apply(ref, reply, hold=self.reply_hold if self._may_wait(ref, reply) else 0.0)
+
+    def _may_wait(self, ref: OrderRef, reply: EventFactory) -> bool:
+        """A reply that starts nothing (no command, not the end) while another reply is due
+        can wait for that one: written together, they cost one status write instead of two.
+        (Commit and notify go out together; the order completes only when both are back, so
+        holding the first costs no time.)  It stays unacked meanwhile: a crash redelivers it.
+        """
+        newest = self._newest.get(ref)
+        if not self.reply_hold or newest is None:
+            return False
+        state = state_of(newest)
+        event = reply(newest, state)
+        if event is None or state.awaiting_replies < 2:
+            return False
+        decision = saga.decide(state, event, self.config)
+        return not decision.commands and not decision.state.is_terminal

@@ -1,4 +1,5 @@
-"""Saga transitions as Kubernetes Events, so `kubectl describe order` tells the story."""
+"""Announced saga transitions as Kubernetes Events: `kubectl describe order` shows what a
+person needs to see (failures, compensations, refusals, the outcome)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from vyapaar_operator import metrics, saga
+from vyapaar_operator import saga
 from vyapaar_operator.orders import GROUP, KIND, VERSION
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ COMPONENT = "vyapaar-operator"
 
 
 class KubernetesEventRecorder:
-    """Posts one core/v1 Event per transition (best effort: an Event is not the saga log).
+    """Posts one core/v1 Event per announced transition (best effort: not the saga log).
 
     Posting happens in the background, so a saga step never waits for its Event.
     """
@@ -32,7 +33,6 @@ class KubernetesEventRecorder:
         self._pending: set[asyncio.Task[None]] = set()
 
     async def record(self, obj: Mapping[str, Any], transition: saga.Transition) -> None:
-        metrics.TRANSITIONS.labels(transition.reason, transition.type).inc()
         task = asyncio.create_task(self._post(dict(obj), transition))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)

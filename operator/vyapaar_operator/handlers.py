@@ -23,7 +23,8 @@ from kubernetes_asyncio import client, config
 from vyapaar_messaging.publisher import Publisher
 from vyapaar_messaging.topology import Topology, declare_topology
 
-from vyapaar_operator import metrics, observe, replies, saga
+from vyapaar_operator import observe, replies, saga
+from vyapaar_operator.admission import Admission
 from vyapaar_operator.bus import RabbitCommandBus
 from vyapaar_operator.deadlines import Deadlines
 from vyapaar_operator.engine import SagaEngine, utcnow
@@ -65,7 +66,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         KubernetesEventRecorder(api, instance=socket.gethostname()),
         ours.saga_config(),
         deadlines,
+        admission=Admission(ours.max_in_flight),
         write_retries=ours.status_write_retries,
+        reply_hold=ours.reply_hold,
     )
     if ours.metrics_port:
         prometheus_client.start_http_server(ours.metrics_port, addr=ours.host)
@@ -76,6 +79,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.seen = set()
     memo.tasks = [
         asyncio.create_task(deadlines.run(engine.on_tick), name="deadlines"),
+        asyncio.create_task(engine.admit_queued(), name="admission"),
         asyncio.create_task(
             replies.consume(connection, topology, engine, prefetch=ours.reply_prefetch),
             name="replies",
@@ -105,8 +109,7 @@ async def order_changed(type: str | None, body: kopf.Body, memo: kopf.Memo,
     ref = ref_of(obj)
     engine: SagaEngine = memo.engine
     if type == "DELETED":
-        engine.deadlines.forget(ref)
-        metrics.forget(ref)
+        engine.forget(ref)
         return
     uid = obj["metadata"]["uid"]
     first_sight = uid not in memo.seen

@@ -126,8 +126,21 @@ COMMANDS = Counter(
 )
 TRANSITIONS = Counter(
     "vyapaar_saga_transitions",
-    "Saga transitions recorded as Kubernetes Events, by reason and type.",
+    "Saga transitions (announced ones also become Kubernetes Events), by reason and type.",
     ["reason", "type"],
+)
+QUEUED = Gauge(
+    "vyapaar_saga_queued",
+    "Orders waiting in Pending for a saga slot (the in-flight limit).",
+)
+IN_FLIGHT_LIMIT = Gauge(
+    "vyapaar_saga_in_flight_limit",
+    "Sagas this operator runs at once at most (0: no limit).",
+)
+STALE_EVENTS = Counter(
+    "vyapaar_saga_stale_observations",
+    "Watch events of an Order version this operator already had (its own writes' echoes and "
+    "older ones), skipped.",
 )
 STATUS_CONFLICTS = Counter(
     "vyapaar_saga_status_conflicts",

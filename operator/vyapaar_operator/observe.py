@@ -28,8 +28,8 @@ def implied_event(
     """
     meta = obj.get("metadata", {})
     spec = obj.get("spec", {})
-    if not (obj.get("status") or {}).get("phase"):
-        return saga.Start(now=now)
+    if state.phase is saga.Phase.PENDING and not meta.get("deletionTimestamp"):
+        return saga.Start(now=now)  # new, or queued behind the in-flight limit
     if state.phase == saga.Phase.COMPENSATION_FAILED and RESUME_ANNOTATION in (
         meta.get("annotations") or {}
     ):

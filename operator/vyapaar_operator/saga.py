@@ -510,6 +510,11 @@ class SagaState:
         """CompensationFailed: keep the finalizer, alert, wait for a human and a Resume."""
         return self.phase is Phase.COMPENSATION_FAILED
 
+    @property
+    def awaiting_replies(self) -> int:
+        """Commands in flight: steps waiting for a reply."""
+        return sum(1 for step in self.steps if step.waiting)
+
     def has_step(self, name: str) -> bool:
         return any(step.name == name for step in self.steps)
 
@@ -604,6 +609,14 @@ class Reply:
     now: datetime
 
 
+@dataclass(frozen=True, kw_only=True)
+class Queued:
+    """The Order may not start yet: ``limit`` sagas are already running (the in-flight cap)."""
+
+    limit: int
+    now: datetime
+
+
 @dataclass(frozen=True)
 class Tick:
     """Time passed: re-send what timed out, give up on what ran out of attempts."""
@@ -639,7 +652,9 @@ class Resume:
     now: datetime
 
 
-Event: TypeAlias = Start | Reply | Tick | CancelRequested | Deleted | Recover | Resume
+Event: TypeAlias = (
+    Start | Queued | Reply | Tick | CancelRequested | Deleted | Recover | Resume
+)
 
 
 @dataclass(frozen=True)
@@ -657,12 +672,26 @@ class Command:
 
 @dataclass(frozen=True)
 class Transition:
-    """Something worth a Kubernetes Event (and a ``status.timeline`` entry)."""
+    """Something that happened to the saga: a metric always; an Event and a timeline entry
+    unless it is ``routine``.
+
+    Routine transitions are the forward path going as planned (the saga started, a step
+    succeeded): the step's own status entry (state, ``finishedAt``, the service's ids)
+    already records them, and an Event and a timeline line for each would cost the
+    apiserver three writes per step for what nobody needs to be told.  Failures,
+    rejections, retries, compensations, refusals and the outcome are announced.
+    """
 
     reason: str
     message: str
     type: Literal["Normal", "Warning"] = "Normal"
     step: str | None = None
+    routine: bool = False
+
+    @property
+    def announced(self) -> bool:
+        """Worth a Kubernetes Event and a ``status.timeline`` entry."""
+        return not self.routine
 
 
 @dataclass(frozen=True)
@@ -696,6 +725,8 @@ def _handle(state: SagaState, event: Event, now: datetime, config: SagaConfig) -
     match event:
         case Start():
             return _start(state, now, config)
+        case Queued():
+            return _queue(state, event.limit, now)
         case Reply():
             return _on_reply(state, event, now, config)
         case Tick():
@@ -726,15 +757,18 @@ def _emit(
     message: str,
     type_: Literal["Normal", "Warning"] = "Normal",
     step: str | None = None,
+    *,
+    routine: bool = False,
 ) -> Decision:
-    return Decision(state, transitions=(Transition(reason, message, type_, step),))
+    return Decision(state, transitions=(Transition(reason, message, type_, step, routine),))
 
 
 def _record_timeline(decision: Decision, now: datetime, config: SagaConfig) -> Decision:
-    if not decision.transitions:
+    announced = [t for t in decision.transitions if t.announced]
+    if not announced:
         return decision
     entries = decision.state.timeline + tuple(
-        TimelineEntry(now, t.reason, t.message) for t in decision.transitions
+        TimelineEntry(now, t.reason, t.message) for t in announced
     )
     kept = entries[-config.timeline_limit:] if config.timeline_limit else ()
     return replace(decision, state=replace(decision.state, timeline=kept))
@@ -749,12 +783,27 @@ def _start(state: SagaState, now: datetime, config: SagaConfig) -> Decision:
     if state.phase is not Phase.PENDING:
         return Decision(state)  # a repeated Start changes nothing
     started = replace(state, started_at=now)
+    if state.condition("Queued") is not None:
+        started = _set_condition(started, "Queued", "False", "Admitted",
+                                 "A saga slot became free", now)
     decision = _emit(
         started, "SagaStarted",
         f"Order of {_money(state.spec.total, state.spec.currency)} started",
-        step="reserve",
+        step="reserve", routine=True,
     )
     return _then(decision, lambda s: _start_forward_step(s, "reserve", now, config))
+
+
+def _queue(state: SagaState, limit: int, now: datetime) -> Decision:
+    """Wait in Pending, saying so once: the operator starts queued Orders in creation order."""
+    if state.phase is not Phase.PENDING:
+        return Decision(state)
+    queued = state.condition("Queued")
+    if queued is not None and queued.status == "True":
+        return Decision(state)  # already said; the limit may change, the order stays queued
+    message = f"Waiting for a free saga slot: {limit} sagas are running (the in-flight limit)"
+    state = replace(state, reason="Queued", message=message)
+    return Decision(_set_condition(state, "Queued", "True", "InFlightLimitReached", message, now))
 
 
 def _start_forward_step(state: SagaState, name: str, now: datetime, config: SagaConfig) -> Decision:
@@ -832,7 +881,7 @@ def _on_success(
     )
     state = state.with_step(succeeded)
     decision = _emit(state, step.definition.success, _success_message(state, succeeded),
-                     step=step.name)
+                     step=step.name, routine=True)
     if step.name == "reserve":
         return _then(decision, lambda s: _start_forward_step(s, "pay", now, config))
     if step.name == "pay":
@@ -861,7 +910,7 @@ def _pass_pivot(state: SagaState, now: datetime, config: SagaConfig) -> Decision
 def _complete_if_done(state: SagaState, now: datetime) -> Decision:
     if any(state.step(name).state is not StepState.SUCCEEDED for name in AFTER_PIVOT):
         return Decision(state)
-    message = "Order completed: stock committed, shipment created, customer notified"
+    message = "Order completed"  # the steps' entries say what was done
     if state.cancel_requested:
         message += "; the cancellation was refused because the shipment already existed"
     state = _enter_phase(state, Phase.COMPLETED, "OrderCompleted", message, now)
@@ -1276,9 +1325,15 @@ def _utc(moment: datetime) -> datetime:
 
 
 def format_time(moment: datetime) -> str:
-    """RFC 3339 in UTC with a 'Z' (microseconds only when present, so round-trips are exact)."""
+    """RFC 3339 in UTC with a 'Z': the fraction only as precise as the time, so round-trips
+    are exact and a millisecond clock (the operator's) writes three digits, not six."""
     moment = moment.astimezone(UTC)
-    fraction = f".{moment.microsecond:06d}" if moment.microsecond else ""
+    if not moment.microsecond:
+        fraction = ""
+    elif moment.microsecond % 1000:
+        fraction = f".{moment.microsecond:06d}"
+    else:
+        fraction = f".{moment.microsecond // 1000:03d}"
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"
 
 
@@ -1301,11 +1356,12 @@ def _without_nones(status: dict[str, Any]) -> dict[str, Any]:
 def _step_to_status(step: Step) -> dict[str, Any]:
     definition = step.definition
     status: dict[str, Any] = {"state": step.state.value, "attempts": step.attempts}
-    if definition.compensation is not None:
+    if step.compensation_attempts:
         status["compensationAttempts"] = step.compensation_attempts
     status.update(
         startedAt=_time_or_none(step.started_at),
-        sentAt=_time_or_none(step.sent_at),
+        # Left out while it equals startedAt (a first attempt): the reader defaults it.
+        sentAt=None if step.sent_at == step.started_at else _time_or_none(step.sent_at),
         deadline=_time_or_none(step.deadline),
         finishedAt=_time_or_none(step.finished_at),
         lastError=step.last_error,
@@ -1325,7 +1381,7 @@ def _step_from_status(name: str, status: Mapping[str, Any]) -> Step:
         attempts=int(status.get("attempts") or 0),
         compensation_attempts=int(status.get("compensationAttempts") or 0),
         started_at=_parse_time_or_none(status.get("startedAt")),
-        sent_at=_parse_time_or_none(status.get("sentAt")),
+        sent_at=_parse_time_or_none(status.get("sentAt") or status.get("startedAt")),
         deadline=_parse_time_or_none(status.get("deadline")),
         finished_at=_parse_time_or_none(status.get("finishedAt")),
         last_error=None if status.get("lastError") is None else str(status["lastError"]),
@@ -1375,6 +1431,7 @@ __all__ = [
     "LineItem",
     "OrderSpec",
     "Phase",
+    "Queued",
     "Recover",
     "Reply",
     "Resume",

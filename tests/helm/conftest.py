@@ -72,12 +72,13 @@ def helm(helm_path: Path) -> Helm:
 
 @pytest.fixture(scope="session")
 def render(helm_path: Path) -> Render:
-    """render(values_file, ..., release=, namespace=, set_values=[...]) -> objects."""
+    """render(values_file, ..., release=, namespace=, set_values=[...], api_versions=[...])."""
 
     def run(*values: Path, release: str = "vyapaar", namespace: str = "vyapaar",
-            set_values: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+            set_values: tuple[str, ...] = (), api_versions: tuple[str, ...] = (),
+            ) -> list[dict[str, Any]]:
         return chart.template(*values, release=release, namespace=namespace,
-                              set_values=set_values, helm=helm_path)
+                              set_values=set_values, helm=helm_path, api_versions=api_versions)
 
     return run
 

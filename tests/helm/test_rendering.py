@@ -83,6 +83,35 @@ def test_namespaced_the_order_rules_exist_only_in_the_watched_namespaces(render)
     assert env["VYAPAAR_NAMESPACES"] == "vyapaar-ci-orders-a,vyapaar-ci-orders-b"
 
 
+MUTATING_POLICY_API = "admissionregistration.k8s.io/v1beta1/MutatingAdmissionPolicy"
+
+
+def test_the_finalizer_policy_comes_where_the_cluster_serves_it_and_all_orders_are_ours(
+    render,
+) -> None:
+    def policies(name: str, *extra: str, api: tuple[str, ...] = (MUTATING_POLICY_API,)
+                 ) -> dict[str, list[dict[str, Any]]]:
+        objects = render(CI / name, release=RELEASE, namespace=NAMESPACE, set_values=extra,
+                         api_versions=api)
+        return {kind: of(objects, kind) for kind in
+                ("MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding")}
+
+    found = policies("byo-values.yaml")
+    [policy], [binding] = found["MutatingAdmissionPolicy"], found["MutatingAdmissionPolicyBinding"]
+    # Named per release (cluster-scoped: two releases must not collide), bound to each other.
+    assert policy["metadata"]["name"].startswith(f"{FULLNAME}-")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert policy["spec"]["failurePolicy"] == "Ignore"  # the operator adds it otherwise
+    assert "vyapaar.dev/saga" in policy["spec"]["mutations"][0]["applyConfiguration"][
+        "expression"]
+    # Not where the API is missing, not when disabled, not for an operator of a few
+    # namespaces (a finalizer no operator removes would hold other namespaces' deletions).
+    for absent in (policies("byo-values.yaml", api=()),
+                   policies("byo-values.yaml", "admissionPolicy.enabled=false"),
+                   policies("namespaced-values.yaml")):
+        assert absent == {"MutatingAdmissionPolicy": [], "MutatingAdmissionPolicyBinding": []}
+
+
 def test_rbac_and_service_accounts_can_be_left_to_the_platform_team(render) -> None:
     objects = render_ci(render, "byo-values.yaml", "rbac.create=false",
                         "operator.serviceAccount.create=false",

@@ -7,6 +7,7 @@ state and a fake clock, and answers commands the way the services would.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -849,8 +850,9 @@ def test_the_status_uses_camel_case_and_rfc3339_utc_times() -> None:
                            "startedAt", "steps", "conditions", "timeline"}
     assert list(status["steps"]) == ["reserve", "pay", "ship", "commit", "notify"]
     assert set(status["steps"]["pay"]) == {
-        "state", "attempts", "compensationAttempts", "startedAt", "sentAt", "finishedAt",
-        "chargeId"}  # unset fields (deadline, lastError, refundId, ...) are left out
+        "state", "attempts", "startedAt", "finishedAt", "chargeId"}
+    # unset fields (deadline, lastError, refundId, ...) are left out, and so are the ones
+    # the reader defaults: sentAt while it equals startedAt, compensationAttempts while 0
     assert status["steps"]["ship"]["deadline"] == "2025-03-14T09:27:04.501500Z"
     assert status["startedAt"] == "2025-03-14T09:26:53Z"
     assert status["steps"]["pay"]["finishedAt"] == "2025-03-14T09:26:53.501500Z"
@@ -890,6 +892,37 @@ def test_the_timeline_keeps_only_the_newest_entries() -> None:
     assert len(everything) > 3
     assert run(replace(CONFIG, timeline_limit=3)).timeline == everything[-3:]
     assert run(replace(CONFIG, timeline_limit=0)).timeline == ()
+
+
+def test_the_forward_path_going_as_planned_is_not_announced() -> None:
+    # The step entries record progress; Events and the timeline tell what a person must see.
+    happy = Saga.new().run_to(Phase.COMPLETING)
+    happy.succeed("CommitStock")
+    happy.succeed("SendNotification")
+    assert [e.reason for e in happy.state.timeline] == ["OrderCompleted"]
+
+    declined = Saga.new().run_to(Phase.PAYING)
+    declined.reply("PaymentDeclined", "pay", reason="CARD_DECLINED")
+    declined.succeed("ReleaseStock")
+    declined.succeed("SendNotification")
+    assert [e.reason for e in declined.state.timeline] == [
+        "PaymentDeclined", "CompensationStarted", "StockReleased", "OrderFailed"]
+    assert declined.reasons[:2] == ["SagaStarted", "StockReserved"]  # still transitions
+
+
+def test_a_completed_one_item_order_keeps_a_small_status() -> None:
+    # The apiserver's cost of every write grows with the object (issue 9: at most 1.5 KB).
+    saga = Saga.new()
+    saga.start()
+    saga.reply("StockReserved", "reserve", reservationId=str(uuid.uuid4()))
+    saga.reply("PaymentCaptured", "pay", chargeId="ch_" + uuid.uuid4().hex, amount=TOTAL,
+               currency="INR")
+    saga.reply("ShipmentCreated", "ship", shipmentId=str(uuid.uuid4()), trackingId="VN0123456789")
+    saga.reply("StockCommitted", "commit")
+    saga.reply("NotificationSent", "notify", notificationId=str(uuid.uuid4()))
+    assert saga.state.phase is Phase.COMPLETED
+    status = {**saga.state.to_status(), "observedGeneration": 1}
+    assert len(json.dumps(status, separators=(",", ":"))) <= 1536
 
 
 def test_a_decision_is_a_pure_function_of_state_and_event() -> None:
