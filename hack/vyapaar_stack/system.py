@@ -61,10 +61,16 @@ def start_service(config: StackConfig, name: str, extra_env: Mapping[str, str] |
     return proc
 
 
+#: Namespaces of the Helm releases on the real node (tests, `vyapaar demo --cluster`, the
+#: benchmark's calibration): their own operators, or none, own the Orders there.
+HELM_NAMESPACE_PREFIX = "vyn-"
+
+
 def start_operator(config: StackConfig, extra_env: Mapping[str, str] | None = None) -> Process:
     proc = _process(config, "operator")
     env = {
         **_base_env(config),
+        "VYAPAAR_NAMESPACES": f"!{HELM_NAMESPACE_PREFIX}*",
         "VYAPAAR_HOST": config.host,
         "VYAPAAR_HEALTH_PORT": str(PORTS.operator_health),
         "VYAPAAR_METRICS_PORT": str(PORTS.operator_metrics),

@@ -14,14 +14,10 @@ from . import system
 from .config import StackConfig
 from .processes import Process
 
-#: the namespaces of Helm releases that tests install (each with its own operator)
-HELM_NAMESPACE_PREFIX = "vyn-"
+HELM_NAMESPACE_PREFIX = system.HELM_NAMESPACE_PREFIX
 
 #: Fast deadlines so timeouts and retries show up within a test's patience.
 OPERATOR_ENV = {
-    # Orders in `vyn-*` namespaces belong to operators the tests install with Helm on the
-    # real node; the local operator leaves them alone.
-    "VYAPAAR_NAMESPACES": f"!{HELM_NAMESPACE_PREFIX}*",
     "VYAPAAR_STEP_TIMEOUT_SECONDS": "3",
     "VYAPAAR_MAX_ATTEMPTS": "3",
     "VYAPAAR_BACKOFF_BASE_SECONDS": "0.5",

@@ -60,6 +60,8 @@ class Admission:
             self._dequeue(ref)
             self._running.add(ref)
             return True
+        if self._startable():
+            self._slot_free.set()  # an older Order is queued: start that one first
         return False
 
     def observe_running(self, ref: OrderRef) -> None:

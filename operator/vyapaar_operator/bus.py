@@ -54,7 +54,7 @@ class RabbitCommandBus:
         await self.publisher.send_command(envelope, service=command.service)
         kind = "compensation" if command.compensation else "forward"
         metrics.COMMANDS.labels(command.message_type, kind).inc()
-        log.info("sent %s %s", command.message_type, command.idempotency_key,
+        log.debug("sent %s %s", command.message_type, command.idempotency_key,
                  extra={"correlationId": envelope.correlation_id})
 
 

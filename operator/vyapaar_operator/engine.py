@@ -126,6 +126,8 @@ class SagaEngine:
         # A watch event older than it, or than a finished saga's last version, says
         # nothing new, and deciding on it would only end in a 409 Conflict.
         self._newest: dict[OrderRef, Mapping[str, Any]] = {}
+        # The saga state of those versions, by resourceVersion: parsed once, not per event.
+        self._states: dict[OrderRef, tuple[str, saga.SagaState]] = {}
         self._finished: collections.OrderedDict[OrderRef, Mapping[str, Any]] = (
             collections.OrderedDict()
         )
@@ -204,7 +206,7 @@ class SagaEngine:
         self, obj: dict[str, Any], makers: list[EventFactory]
     ) -> saga.SagaState:
         ref = ref_of(obj)
-        state = state_of(obj)
+        state = self._state_of(ref, obj)
         obj = await self._ensure_finalizer(obj, state)
         decided = state
         commands: list[saga.Command] = []
@@ -227,7 +229,7 @@ class SagaEngine:
         if changed:
             obj = await self.store.replace_status(obj, new_status)
             if not decided.is_terminal:
-                self._newest[ref] = obj  # before publishing: the replies may be quick
+                self._remember(ref, obj, decided)  # before publishing: replies may be quick
         for before, event, decision in observed:
             metrics.observe_decision(before, event, decision,
                                      changed=changed and decision.state != before)
@@ -277,16 +279,27 @@ class SagaEngine:
                 self._finished.popitem(last=False)
             return
         self.deadlines.set(ref, saga.next_deadline(state))
-        self._newest[ref] = obj
+        self._remember(ref, obj, state)
         if state.phase is not saga.Phase.PENDING:
             self.admission.observe_running(ref)
         metrics.QUEUED.set(self.admission.queued)
+
+    def _remember(self, ref: OrderRef, obj: Mapping[str, Any], state: saga.SagaState) -> None:
+        self._newest[ref] = obj
+        self._states[ref] = (obj["metadata"]["resourceVersion"], state)
+
+    def _state_of(self, ref: OrderRef, obj: Mapping[str, Any]) -> saga.SagaState:
+        known = self._states.get(ref)
+        if known is not None and known[0] == obj["metadata"]["resourceVersion"]:
+            return known[1]
+        return state_of(obj)
 
     def forget(self, ref: OrderRef) -> None:
         """The saga is over or its Order gone: stop following it and free its slot."""
         self.deadlines.forget(ref)
         metrics.forget(ref)
         self._newest.pop(ref, None)
+        self._states.pop(ref, None)
         self._finished.pop(ref, None)
         self.admission.forget(ref)
         metrics.QUEUED.set(self.admission.queued)
@@ -329,7 +342,7 @@ class SagaEngine:
         newest = self._newest.get(ref)
         if not self.reply_hold or newest is None:
             return False
-        state = state_of(newest)
+        state = self._state_of(ref, newest)
         event = reply(newest, state)
         if event is None or state.awaiting_replies < 2:
             return False

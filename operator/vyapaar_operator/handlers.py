@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import os
 import socket
@@ -17,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import aio_pika
+import aiohttp
 import kopf
 import prometheus_client
 from kubernetes_asyncio import client, config
@@ -41,13 +41,39 @@ async def _api_client() -> client.ApiClient:
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     else:
         await config.load_kube_config(client_configuration=configuration)
-    return client.ApiClient(configuration)
+    api = client.ApiClient(configuration)
+    # kubernetes-asyncio's session trusts the environment: for every request aiohttp looks
+    # up proxies and reads ~/.netrc in a thread. Like kopf's own client (its default
+    # `settings.networking.trust_env`), talk to the apiserver directly, on the same pool.
+    rest = api.rest_client
+    shared = rest.pool_manager
+    rest.pool_manager = aiohttp.ClientSession(connector=shared.connector, trust_env=False,
+                                              read_bufsize=2**21)
+    shared.detach()
+    return api
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No "last handled" essence: this operator has no on.create/update handlers to
+    compare it for, and kopf builds it on every watch event otherwise (a deep copy)."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        pass
 
 
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     ours = OperatorSettings()
     settings.posting.level = logging.WARNING  # kopf's own events: only problems
+    settings.persistence.diffbase_storage = NoDiffBase()
+    # kopf logs "Handler 'order_changed' succeeded" for every watch event: only problems.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
 
@@ -105,7 +131,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 async def order_changed(type: str | None, body: kopf.Body, memo: kopf.Memo,
                         **_: Any) -> None:
     """Every observed state of an Order: derive what it asks of the saga, and apply it."""
-    obj: dict[str, Any] = copy.deepcopy(dict(body))
+    obj: dict[str, Any] = dict(body)  # kopf's raw event: read, never changed (no copy)
     ref = ref_of(obj)
     engine: SagaEngine = memo.engine
     if type == "DELETED":
