@@ -267,6 +267,10 @@ def saga_overview() -> dict[str, Any]:
         timeseries("Sagas in flight by phase", "Non-terminal sagas known to the operator, "
                    "by phase.", "short",
                    target("sum by (phase) (vyapaar_saga_in_flight)", "{{phase}}"), stack=True),
+        timeseries("Queued by the in-flight limit", "Orders waiting in Pending for a saga "
+                   "slot, and the limit of sagas running at once (0: none).", "short",
+                   target("sum(vyapaar_saga_queued)", "queued"),
+                   target("max(vyapaar_saga_in_flight_limit)", "limit")),
         timeseries("Saga duration percentiles", "Time from a saga's start to its outcome.",
                    "s",
                    target(quantile(0.5, "vyapaar_saga_duration_seconds"), "p50"),
