@@ -28,6 +28,11 @@ down: ## stop the local stack; leaves no processes behind
 status: ## what the local stack runs
 	@$(VYAPAAR) stack status
 
+.PHONY: bench
+BENCH_ARGS ?=
+bench: ## sweep offered load over the running system (make demo first); report in docs/bench/
+	@$(VYAPAAR) bench $(BENCH_ARGS)
+
 test: provision ## run every test against the real local stack
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
 

@@ -63,7 +63,8 @@ provision_python() {
   if [ ! -f "$marker" ] || [ "$(cat "$marker")" != "$wanted" ]; then
     log "python: installing the product (runtime + dev extra) and the development tooling"
     "$venv/bin/pip" install -q --upgrade pip
-    "$venv/bin/pip" install -q -e "$root[dev]" -e "$root/hack"
+    # hack[bench]: the peers of `vyapaar bench` (DBOS, the Temporal SDK) and its plots.
+    "$venv/bin/pip" install -q -e "$root[dev]" -e "$root/hack[bench]"
     printf '%s' "$wanted" >"$marker"
   fi
   log "python: ready in $(( $(stamp) - t0 ))s ($venv)"

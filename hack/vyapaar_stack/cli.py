@@ -11,6 +11,9 @@ vyapaar stack images [--tag T] [--infra]  build the images with buildah (no Dock
 vyapaar stack infra-secret --namespace N  the chart's bring-your-own infrastructure Secret for
                                           pods on the real node (--isolate: own database/vhost)
 vyapaar demo                              the whole system on the local stack, with samples
+vyapaar bench [--rates 2,5,10] [--peers dbos,temporal]
+                                          sweep offered load over the running system; JSON
+                                          report, PNG plots and a table (vyapaar_stack.bench)
 
 The product CLI (:mod:`vyapaar_cli`) loads this module through the entry point that the
 development distribution (``hack/pyproject.toml``) declares; a runtime install has neither.
@@ -29,15 +32,18 @@ from typing import Any
 
 import yaml
 
-from . import cluster, demo, images, infra, node, release, system
+from . import bench, cluster, demo, images, infra, node, release, system
 from .config import REPO_ROOT, StackConfig
 from .processes import StackError
 
 CRDS_DIR = REPO_ROOT / "crds"
+ADMISSION_DIR = REPO_ROOT / "manifests" / "admission"
+ADMISSION_API = "admissionregistration.k8s.io/v1beta1"
 
 
 def install_crds(config: StackConfig, kubeconfig: Path | None = None) -> None:
-    """Apply every CRD in crds/ (server-side) and wait until they are Established."""
+    """Apply every CRD in crds/ (server-side), wait until they are Established, then the
+    admission policies."""
     manifests = sorted(CRDS_DIR.glob("*.yaml"))
     if not manifests:
         return
@@ -56,6 +62,18 @@ def install_crds(config: StackConfig, kubeconfig: Path | None = None) -> None:
         time.sleep(0.5)
     if done.returncode != 0:
         raise StackError(f"CRDs not Established: {done.stderr.strip()}")
+    install_admission_policies(config, kubeconfig)
+
+
+def install_admission_policies(config: StackConfig, kubeconfig: Path | None = None) -> None:
+    """Apply manifests/admission/ (the finalizer on every new Order) where the cluster
+    serves MutatingAdmissionPolicy; elsewhere the operator adds the finalizer itself."""
+    served = cluster.kubectl(config, "get", "--raw", f"/apis/{ADMISSION_API}",
+                             kubeconfig=kubeconfig, check=False)
+    if served.returncode != 0 or '"mutatingadmissionpolicies"' not in served.stdout:
+        return
+    cluster.kubectl(config, "apply", "--server-side", "--force-conflicts",
+                    "-f", str(ADMISSION_DIR), kubeconfig=kubeconfig)
 
 
 def stack_up(config: StackConfig, only: str | None, real_node: bool = False) -> None:
@@ -76,7 +94,7 @@ def stack_up(config: StackConfig, only: str | None, real_node: bool = False) -> 
         steps.append(
             ("control plane (etcd, kube-apiserver, controllers, kwok)", lambda: cluster.up(config))
         )
-        steps.append(("CRDs", lambda: install_crds(config)))
+        steps.append(("CRDs and admission policies", lambda: install_crds(config)))
     if real_node:
         steps.append(("the real node (containerd, kubelet, kube-proxy, CoreDNS)",
                       lambda: node.up(config)))
@@ -179,7 +197,7 @@ STACK_EXAMPLES = """examples:
 
 
 def register(commands: Any) -> None:
-    """Add ``stack`` and ``demo`` to the `vyapaar` command line."""
+    """Add ``stack``, ``demo`` and ``bench`` to the `vyapaar` command line."""
     stack = commands.add_parser(
         "stack", help="the local development stack (no cluster, no Docker)",
         epilog=STACK_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -227,6 +245,7 @@ def register(commands: Any) -> None:
                                "and run the samples through its pods")
     demo_cmd.set_defaults(func=lambda args: _guarded(
         lambda: run_demo(StackConfig(), on_cluster=args.cluster)))
+    bench.register(commands)
 
 
 def environment_defaults() -> dict[str, str]:

@@ -185,10 +185,11 @@ class SagaEngine:
     async def _apply_batch(
         self, ref: OrderRef, makers: list[EventFactory], seen: Mapping[str, Any] | None
     ) -> saga.SagaState | None:
+        # The newest version known, unless `seen` is newer: it may have become stale while
+        # this event waited for the lock (then it is read afresh if the saga has finished).
         obj: Mapping[str, Any] | None = seen
-        newest = self._newest.get(ref)
-        if obj is None or (newest is not None and _not_newer(obj, newest)):
-            obj = newest
+        if obj is None or self._is_stale(ref, obj):
+            obj = self._newest.get(ref)
         for _ in range(self.write_retries):
             if obj is None:
                 obj = await self.store.get(ref)
