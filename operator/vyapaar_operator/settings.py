@@ -14,7 +14,7 @@
 | ``VYAPAAR_COMPENSATION_BACKOFF_MAX_SECONDS`` | 600 | cap of the compensation retry delay |
 | ``VYAPAAR_TIMELINE_LIMIT`` | 20 | entries kept in ``status.timeline`` |
 | ``VYAPAAR_REPLY_PREFETCH`` | 32 | replies handled concurrently (RabbitMQ prefetch) |
-| ``VYAPAAR_MAX_IN_FLIGHT`` | 64 | sagas running at once; more wait ``Queued`` (0: no limit) |
+| ``VYAPAAR_MAX_IN_FLIGHT`` | 16 | sagas running at once; more wait ``Queued`` (0: no limit) |
 | ``VYAPAAR_REPLY_HOLD_MS`` | 1000 | a reply's wait for its sibling (one status write) |
 | ``VYAPAAR_STATUS_WRITE_RETRIES`` | 10 | re-reads after a 409 Conflict before giving up |
 | ``VYAPAAR_HEALTH_PORT`` | 8080 | liveness endpoint ``/healthz`` (0 disables) |
@@ -70,7 +70,7 @@ class OperatorSettings:
     )
     timeline_limit: int = field(default_factory=lambda: _int("VYAPAAR_TIMELINE_LIMIT", 20))
     reply_prefetch: int = field(default_factory=lambda: _int("VYAPAAR_REPLY_PREFETCH", 32))
-    max_in_flight: int = field(default_factory=lambda: _int("VYAPAAR_MAX_IN_FLIGHT", 64))
+    max_in_flight: int = field(default_factory=lambda: _int("VYAPAAR_MAX_IN_FLIGHT", 16))
     reply_hold: float = field(
         default_factory=lambda: _float("VYAPAAR_REPLY_HOLD_MS", 1000) / 1000
     )

@@ -18,6 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -219,6 +220,23 @@ def _sizes(items: list[dict[str, Any]]) -> tuple[list[int], list[int], dict[str,
     return status, whole, sample
 
 
+def saga_durations(items: list[dict[str, Any]]) -> tuple[list[float], int]:
+    """Each finished saga's own duration (status.startedAt -> finishedAt, without its wait
+    for a slot), and how many Orders waited for one (the Queued condition)."""
+    durations, queued = [], 0
+    for obj in items:
+        status = obj.get("status") or {}
+        if status.get("startedAt") and status.get("finishedAt"):
+            durations.append((_time(status["finishedAt"]) - _time(status["startedAt"]))
+                             .total_seconds())
+        queued += any(c.get("type") == "Queued" for c in status.get("conditions") or ())
+    return sorted(durations), queued
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 async def delete_namespace(core: Any, namespace: str, within: float = 120.0) -> bool:
     """Delete and wait until it is gone (so its clean-up does not load the next point)."""
     with contextlib.suppress(ApiException):
@@ -282,6 +300,7 @@ async def run_point(ctx: Context, *, rate: float, orders: int, skus: int,
         if not await delete_namespace(core, namespace):
             ctx.on_note(f"namespace {namespace} is still terminating; going on")
     status_bytes, object_bytes, sample = _sizes(items)
+    sagas, queued = saga_durations(items)
     ends = [t for t, _ in tracker.finished.values()]
     measurement = PointMeasurement(
         system=OURS, offered_rate=rate, planned=orders, created=len(tracker.created),
@@ -295,5 +314,6 @@ async def run_point(ctx: Context, *, rate: float, orders: int, skus: int,
         conflicts=dict(apiserver.conflicts_by_resource(requests)),
         reads=dict(apiserver.reads_by_resource(requests)),
         status_bytes=status_bytes, object_bytes=object_bytes, peak_rss_mib=peaks,
-        restarted=restarted, first_terminal_s=(min(ends) - first) if ends else None)
+        restarted=restarted, first_terminal_s=(min(ends) - first) if ends else None,
+        saga_latencies_s=sagas, queued=queued)
     return PointResult(measurement, sample)

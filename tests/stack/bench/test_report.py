@@ -326,3 +326,16 @@ def test_bench_refuses_bad_rates() -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "not a list of numbers: '5,x'" in result.stderr
+
+
+def test_a_saga_is_timed_from_its_start_not_from_its_wait_in_the_queue() -> None:
+    from vyapaar_stack.bench.load import saga_durations
+
+
+    queued = {"status": {"phase": "Completed", "startedAt": "2026-12-01T00:00:10Z",
+                         "finishedAt": "2026-12-01T00:00:10.400Z",
+                         "conditions": [{"type": "Queued", "status": "False"}]}}
+    straight = {"status": {"phase": "Completed", "startedAt": "2026-12-01T00:00:00Z",
+                           "finishedAt": "2026-12-01T00:00:00.250Z", "conditions": []}}
+    running = {"status": {"phase": "Paying", "startedAt": "2026-12-01T00:00:00Z"}}
+    assert saga_durations([queued, straight, running]) == ([0.25, 0.4], 1)
