@@ -15,7 +15,7 @@ import collections
 import contextlib
 import logging
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -46,6 +46,7 @@ class EventRecorder(Protocol):
 class _Waiting:
     make_event: EventFactory
     done: asyncio.Future[saga.SagaState | None]
+    seen: Mapping[str, Any] | None
 
 
 @dataclass
@@ -79,6 +80,15 @@ def _not_newer(obj: Mapping[str, Any], than: Mapping[str, Any]) -> bool:
         return int(mine["resourceVersion"]) <= int(theirs["resourceVersion"])
     except (KeyError, TypeError, ValueError):
         return False
+
+
+def _newest_seen(seen: Iterable[Mapping[str, Any] | None]) -> Mapping[str, Any] | None:
+    """Of the versions a batch's watch events carried, the newest."""
+    newest: Mapping[str, Any] | None = None
+    for obj in seen:
+        if obj is not None and (newest is None or not _not_newer(obj, newest)):
+            newest = obj
+    return newest
 
 
 def _start_if_pending(obj: Mapping[str, Any], state: saga.SagaState) -> saga.Event | None:
@@ -160,7 +170,7 @@ class SagaEngine:
             return None
         done: asyncio.Future[saga.SagaState | None] = asyncio.get_running_loop().create_future()
         mailbox = self._mailboxes.setdefault(ref, _Mailbox())
-        mailbox.waiting.append(_Waiting(make_event, done))
+        mailbox.waiting.append(_Waiting(make_event, done, seen))
         if len(mailbox.waiting) > 1:
             mailbox.joined.set()
         elif hold:
@@ -171,7 +181,8 @@ class SagaEngine:
                 return done.result()  # applied by the batch of an earlier event
             batch = self._mailboxes.pop(ref, _Mailbox()).waiting
             try:
-                state = await self._apply_batch(ref, [w.make_event for w in batch], seen)
+                state = await self._apply_batch(ref, [w.make_event for w in batch],
+                                                _newest_seen(w.seen for w in batch))
             except BaseException as exc:
                 for waiting in batch:
                     if waiting.done is not done and not waiting.done.done():

@@ -12,8 +12,10 @@ DBOS is a library: the workflows run in this process, which is also the load gen
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .common import Db, Effects, Order, order_saga
@@ -172,6 +174,9 @@ class DbosPeer:
         ds = _Runtime.datasource
         _Runtime.datasource = None
         DBOS.destroy(destroy_registry=False)
+        # DBOS made its executor the loop's default and has just shut it down: give the loop
+        # a working one back, or every later run_in_executor (aiohttp's, say) fails.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor())
         if ds is not None and ds.created_engine:
             await ds.engine.dispose()
         self.started = False
