@@ -74,6 +74,17 @@ def install_admission_policies(config: StackConfig, kubeconfig: Path | None = No
         return
     cluster.kubectl(config, "apply", "--server-side", "--force-conflicts",
                     "-f", str(ADMISSION_DIR), kubeconfig=kubeconfig)
+    # A policy a moment old may not know the Order kind yet and refuse every create with
+    # 503 ("Kind=Order not found"): wait until a (dry-run) create goes through.
+    sample = REPO_ROOT / "manifests" / "samples" / "order-completed.yaml"
+    for _ in range(120):
+        probe = cluster.kubectl(config, "create", "--dry-run=server", "-n", "default",
+                                "-f", str(sample), "-o", "name", kubeconfig=kubeconfig,
+                                check=False)
+        if probe.returncode == 0:
+            return
+        time.sleep(0.5)
+    raise StackError(f"Orders cannot be created yet: {probe.stderr.strip()}")
 
 
 def stack_up(config: StackConfig, only: str | None, real_node: bool = False) -> None:
