@@ -34,7 +34,7 @@ EXAMPLES = """examples:
 
 It needs the system running (make demo). Each point runs in a fresh namespace bench-*,
 deleted after; the calibration uses a vyn-bench-calib-* namespace, which the operator
-must ignore (VYAPAAR_NAMESPACES='!vyn-*', the test settings) or the calibration is skipped.
+must ignore (VYAPAAR_NAMESPACES='!vyn-*', the local stack's default) or it is skipped.
 Writes the JSON report and PNG plots (default docs/bench/), then prints a table.
 """
 

@@ -5,7 +5,7 @@ To put a number on "one write" the benchmark replaces the status of an Order tha
 operator touches K times — once with a real completed Order's status, once with three
 fields — and divides kube-apiserver's and etcd's CPU by K. The operator must leave that
 Order alone, so it lives in a namespace its ``VYAPAAR_NAMESPACES`` excludes (the local
-test settings exclude ``vyn-*``); when the running operator watches every namespace the
+stack's operator excludes ``vyn-*``); when the running operator watches every namespace the
 calibration is skipped, with the reason.
 """
 

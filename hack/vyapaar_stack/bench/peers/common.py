@@ -4,9 +4,10 @@ the open-loop load generator and the CPU meter.
 Why one copy: the comparison is only fair if each peer does the same database work per
 order as our services (services/vyapaar_services/*/store.py and handlers.py): the same
 conditional stock update, the same rows with the same idempotency-key checks, in one
-transaction per step. Only the orchestration around the steps differs. The tables have the
-shapes of our migrations but live in the peer's own schema (``peer_dbos``,
-``peer_temporal``), so a peer never touches our services' rows.
+transaction per step. Only the orchestration around the steps differs. The tables are our
+services' own migrations applied into the peer's own schema (``peer_dbos``,
+``peer_temporal``), so a peer never touches our services' rows; notifications are rendered
+by the notification service's own ``render``.
 
 Not mirrored: our services' inbox/outbox/idempotency bookkeeping rows (the peers' durable
 logs play that part) and the Redis SKU locks (best effort, not needed for correctness).
@@ -27,6 +28,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import asyncpg
+from vyapaar_messaging import contracts
+from vyapaar_services.common.db import load_migrations, migrate
+from vyapaar_services.notification import handlers as notification
 
 __all__ = [
     "COMPLETED",
@@ -154,101 +158,19 @@ def _check_identifier(name: str) -> str:
     return name
 
 
-def schema_ddl(schema: str) -> list[str]:
-    """Our services' tables (their migrations' shapes) in ``schema``; idempotent."""
-    s = _check_identifier(schema)
-    return [
-        f"CREATE SCHEMA IF NOT EXISTS {s}",
-        f"""CREATE TABLE IF NOT EXISTS {s}.stock (
-            sku        text        PRIMARY KEY,
-            available  integer     NOT NULL DEFAULT 0 CHECK (available >= 0),
-            held       integer     NOT NULL DEFAULT 0 CHECK (held >= 0),
-            committed  integer     NOT NULL DEFAULT 0 CHECK (committed >= 0),
-            updated_at timestamptz NOT NULL DEFAULT now())""",
-        f"""CREATE TABLE IF NOT EXISTS {s}.reservations (
-            id              uuid        PRIMARY KEY,
-            order_uid       text        NOT NULL,
-            idempotency_key text        NOT NULL UNIQUE,
-            status          text        NOT NULL
-                CHECK (status IN ('held', 'committed', 'released', 'rejected', 'tombstone')),
-            reason          text,
-            reason_sku      text,
-            created_at      timestamptz NOT NULL DEFAULT now(),
-            updated_at      timestamptz NOT NULL DEFAULT now())""",
-        f"CREATE INDEX IF NOT EXISTS reservations_order_uid_idx ON {s}.reservations (order_uid)",
-        f"""CREATE TABLE IF NOT EXISTS {s}.reservation_items (
-            reservation_id uuid    NOT NULL REFERENCES {s}.reservations (id) ON DELETE CASCADE,
-            sku            text    NOT NULL,
-            quantity       integer NOT NULL CHECK (quantity > 0),
-            PRIMARY KEY (reservation_id, sku))""",
-        f"""CREATE TABLE IF NOT EXISTS {s}.payments (
-            id              uuid        PRIMARY KEY,
-            order_uid       text        NOT NULL,
-            idempotency_key text        NOT NULL UNIQUE,
-            status          text        NOT NULL
-                CHECK (status IN ('captured', 'declined', 'refunded', 'tombstone')),
-            amount          bigint      NOT NULL DEFAULT 0 CHECK (amount >= 0),
-            currency        text,
-            customer_id     text,
-            reason          text,
-            charge_id       text        UNIQUE,
-            refund_id       text        UNIQUE,
-            created_at      timestamptz NOT NULL DEFAULT now(),
-            updated_at      timestamptz NOT NULL DEFAULT now())""",
-        f"CREATE INDEX IF NOT EXISTS payments_order_uid_idx ON {s}.payments (order_uid)",
-        f"""CREATE TABLE IF NOT EXISTS {s}.ledger_entries (
-            id         bigserial   PRIMARY KEY,
-            entry_id   text        NOT NULL UNIQUE,
-            payment_id uuid        NOT NULL REFERENCES {s}.payments (id),
-            order_uid  text        NOT NULL,
-            kind       text        NOT NULL CHECK (kind IN ('charge', 'refund')),
-            amount     bigint      NOT NULL CHECK (amount > 0),
-            currency   text        NOT NULL,
-            created_at timestamptz NOT NULL DEFAULT now(),
-            UNIQUE (payment_id, kind))""",
-        f"""CREATE INDEX IF NOT EXISTS ledger_entries_order_uid_idx
-            ON {s}.ledger_entries (order_uid)""",
-        f"""CREATE TABLE IF NOT EXISTS {s}.shipments (
-            id              uuid        PRIMARY KEY,
-            order_uid       text        NOT NULL,
-            idempotency_key text        NOT NULL UNIQUE,
-            status          text        NOT NULL
-                CHECK (status IN ('created', 'rejected', 'voided', 'tombstone')),
-            tracking_id     text        UNIQUE,
-            reason          text,
-            address         jsonb,
-            items           jsonb,
-            created_at      timestamptz NOT NULL DEFAULT now(),
-            updated_at      timestamptz NOT NULL DEFAULT now())""",
-        f"CREATE INDEX IF NOT EXISTS shipments_order_uid_idx ON {s}.shipments (order_uid)",
-        f"""CREATE TABLE IF NOT EXISTS {s}.notifications (
-            id              uuid        PRIMARY KEY,
-            order_uid       text        NOT NULL,
-            idempotency_key text        NOT NULL UNIQUE,
-            template        text        NOT NULL
-                CHECK (template IN ('order-confirmed', 'order-failed', 'order-cancelled')),
-            customer_id     text        NOT NULL,
-            recipient       text,
-            subject         text        NOT NULL,
-            body            text        NOT NULL,
-            customer        jsonb       NOT NULL,
-            data            jsonb       NOT NULL DEFAULT '{{}}'::jsonb,
-            created_at      timestamptz NOT NULL DEFAULT now())""",
-        f"""CREATE INDEX IF NOT EXISTS notifications_order_uid_idx
-            ON {s}.notifications (order_uid)""",
-    ]
+SERVICES = ("inventory", "payment", "shipping", "notification")
 
 
 async def ensure_schema(database_url: str, schema: str) -> None:
-    """Create the peer's schema and tables if missing (an advisory lock serialises racers)."""
-    conn = await asyncpg.connect(database_url)
+    """Our services' own migrations, applied into the peer's schema: the same tables,
+    exactly (their inbox/outbox tables come along unused). Idempotent, and safe to race."""
+    migrations = [m for service in SERVICES
+                  for m in load_migrations(f"vyapaar_services.{service}.migrations", service)]
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
     try:
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"peer:{schema}")
-            for statement in schema_ddl(schema):
-                await conn.execute(statement)
+        await migrate(pool, _check_identifier(schema), migrations)
     finally:
-        await conn.close()
+        await pool.close()
 
 
 async def seed_stock(database_url: str, schema: str, skus: Sequence[str],
@@ -279,22 +201,9 @@ def _key(order: Order, step: str) -> str:
 
 
 def render(template: str, order: Order, data: Mapping[str, Any]) -> tuple[str, str]:
-    """(subject, body) as our notification service renders them."""
-    greeting = f"Hello {order.customer_name}," if order.customer_name else "Hello,"
-    if template == "order-confirmed":
-        subject = f"Your order {order.uid} is confirmed"
-        text = "Thank you! Your order is confirmed and on its way."
-        if data.get("trackingId"):
-            text += f" Tracking number: {data['trackingId']}."
-    elif template == "order-failed":
-        subject = f"We could not complete your order {order.uid}"
-        text = "Unfortunately we could not complete your order; you have not been charged."
-        if data.get("reason"):
-            text += f" Reason: {data['reason']}."
-    else:
-        subject = f"Your order {order.uid} has been cancelled"
-        text = "Your order has been cancelled as requested; any payment has been refunded."
-    return subject, f"{greeting}\n\n{text}\n"
+    """(subject, body) exactly as our notification service renders them."""
+    return notification.render(contracts.NotificationTemplate(template),
+                               contracts.Customer(**order.customer()), order.uid, dict(data))
 
 
 class Effects:
