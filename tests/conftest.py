@@ -31,7 +31,15 @@ from vyapaar_messaging import (
 from vyapaar_messaging.topology import DEFAULT_RETRY_DELAYS
 from vyapaar_stack import system
 from vyapaar_stack.config import StackConfig
-from vyapaar_stack.testing import OPERATOR_ENV, TERMINAL, System, get_order
+from vyapaar_stack.testing import (
+    OPERATOR_ENV,
+    TERMINAL,
+    GatewayTenant,
+    System,
+    add_gateway_tenant,
+    get_order,
+    remove_gateway_tenant,
+)
 
 #: the short delay tiers of the messaging and service specs (tests/services/conftest.py too)
 FAST_RETRY_DELAYS = (0.2, 0.4)
@@ -209,9 +217,21 @@ def running_system(local_infra: StackConfig, crds: Path) -> Iterator[System]:
         system.start_service(config, name)
     for name in system.SERVICES:
         system.wait_service(config, name)
+    system.start_gateway(config)
+    system.wait_gateway(config)
     system.start_operator(config, OPERATOR_ENV)
     system.wait_operator(config)
     yield System(config)
+
+
+@pytest.fixture
+def gateway_tenant(running_system: System, namespace: str) -> Iterator[GatewayTenant]:
+    """A tenant of the running gateway whose namespace is this test's."""
+    tenant = add_gateway_tenant(running_system.config, namespace)
+    try:
+        yield tenant
+    finally:
+        remove_gateway_tenant(running_system.config, tenant)
 
 
 @pytest.fixture

@@ -1,16 +1,26 @@
-"""The product itself on the local stack: the operator and the services as local processes.
+"""The product itself on the local stack: the operator, the services and the gateway as
+local processes.
 
 Each runs from the project's virtualenv with the stack's URLs in its
 environment, logs to .state/run/<name>.log, and is registered with the local
 Prometheus as a scrape target.
+
+The gateway's tenants are in .state/gateway/tokens.yaml (it re-reads the file when it
+changes): the demo tenant, whose token is made once and kept in .state/gateway/demo-token,
+and whatever tenants the tests add for their own namespaces (and take out again).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 from .config import StackConfig
 from .infra import register_scrape_target
@@ -25,6 +35,7 @@ class Ports:
     payment: int = int(os.environ.get("VYAPAAR_PAYMENT_PORT", 28082))
     shipping: int = int(os.environ.get("VYAPAAR_SHIPPING_PORT", 28083))
     notification: int = int(os.environ.get("VYAPAAR_NOTIFICATION_PORT", 28084))
+    gateway: int = int(os.environ.get("VYAPAAR_GATEWAY_PORT", 28080))
     operator_health: int = int(os.environ.get("VYAPAAR_OPERATOR_HEALTH_PORT", 28090))
     operator_metrics: int = int(os.environ.get("VYAPAAR_OPERATOR_METRICS_PORT", 28091))
 
@@ -92,23 +103,96 @@ def wait_operator(config: StackConfig, timeout: float = 60) -> None:
                process=_process(config, "operator"))
 
 
+# -- the gateway ------------------------------------------------------------------------------
+
+#: the demo's tenant: its orders go to the demo's namespace
+DEMO_TENANT = {"name": "demo", "namespace": "vyapaar-demo"}
+
+
+def gateway_dir(config: StackConfig) -> Path:
+    return config.state_dir / "gateway"
+
+
+def tokens_file(config: StackConfig) -> Path:
+    return gateway_dir(config) / "tokens.yaml"
+
+
+def demo_token(config: StackConfig) -> str:
+    """The demo tenant's token: made once, kept with the stack's state."""
+    path = gateway_dir(config) / "demo-token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def read_tenants(config: StackConfig) -> list[dict[str, Any]]:
+    path = tokens_file(config)
+    if not path.exists():
+        return []
+    return list((yaml.safe_load(path.read_text()) or {}).get("tenants") or [])
+
+
+def write_tenants(config: StackConfig, tenants: list[dict[str, Any]]) -> None:
+    """Replace the gateway's tenants (atomically: it may be reading the file)."""
+    path = tokens_file(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_suffix(".tmp")
+    scratch.write_text(yaml.safe_dump({"tenants": tenants}, sort_keys=False))
+    scratch.chmod(0o600)
+    scratch.replace(path)
+
+
+def start_gateway(config: StackConfig, extra_env: Mapping[str, str] | None = None) -> Process:
+    others = [t for t in read_tenants(config) if t.get("name") != DEMO_TENANT["name"]]
+    write_tenants(config, [{**DEMO_TENANT, "token": demo_token(config)}, *others])
+    proc = _process(config, "gateway")
+    env = {
+        **_base_env(config),
+        "VYAPAAR_HTTP_HOST": config.host,
+        "VYAPAAR_HTTP_PORT": str(PORTS.gateway),
+        "VYAPAAR_GATEWAY_TOKENS_FILE": str(tokens_file(config)),
+        **(extra_env or {}),
+    }
+    proc.start([sys.executable, "-m", "vyapaar_services.gateway"], env=env)
+    register_scrape_target(config, "gateway", [f"{config.host}:{PORTS.gateway}"])
+    return proc
+
+
+def gateway_url(config: StackConfig) -> str:
+    return f"http://{config.host}:{PORTS.gateway}"
+
+
+def wait_gateway(config: StackConfig, timeout: float = 60) -> None:
+    wait_until(lambda: http_ok(f"{gateway_url(config)}/readyz"), what="gateway",
+               timeout=timeout, process=_process(config, "gateway"))
+
+
+# -- all of it ----------------------------------------------------------------------------------
+
+
 def up(config: StackConfig) -> None:
-    """Start the services, then the operator, and wait until all answer."""
+    """Start the services and the gateway, then the operator, and wait until all answer."""
     for name in SERVICES:
         start_service(config, name)
+    start_gateway(config)
     for name in SERVICES:
         wait_service(config, name)
+    wait_gateway(config)
     start_operator(config)
     wait_operator(config)
 
 
 def down(config: StackConfig) -> None:
     _process(config, "operator").stop()
+    _process(config, "gateway").stop()
     for name in SERVICES:
         _process(config, name).stop()
 
 
 def status(config: StackConfig) -> dict[str, bool]:
     states = {name: http_ok(f"{service_url(config, name)}/readyz") for name in SERVICES}
+    states["gateway"] = http_ok(f"{gateway_url(config)}/readyz")
     states["operator"] = http_ok(f"http://{config.host}:{PORTS.operator_health}/healthz")
     return states

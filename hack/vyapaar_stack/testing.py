@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -46,6 +51,50 @@ class System:
     def restart_operator(self) -> None:
         system.start_operator(self.config, OPERATOR_ENV)
         system.wait_operator(self.config)
+
+    @property
+    def gateway_url(self) -> str:
+        return system.gateway_url(self.config)
+
+
+@dataclass(frozen=True)
+class GatewayTenant:
+    """A tenant of the running gateway: its namespace and bearer token."""
+
+    name: str
+    namespace: str
+    token: str
+    url: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def add_gateway_tenant(config: StackConfig, namespace: str, within: float = 15
+                       ) -> GatewayTenant:
+    """Give ``namespace`` a tenant and token, and wait until the gateway accepts it."""
+    tenant = GatewayTenant(namespace, namespace, secrets.token_urlsafe(24),
+                           system.gateway_url(config))
+    tenants = [t for t in system.read_tenants(config) if t.get("name") != tenant.name]
+    system.write_tenants(config, [*tenants, {"name": tenant.name, "namespace": namespace,
+                                             "token": tenant.token}])
+    request = urllib.request.Request(f"{tenant.url}/api/v1/orders?limit=1",
+                                     headers=tenant.headers)
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=5):
+                return tenant
+        except urllib.error.HTTPError as exc:
+            if exc.code != 401 or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
+def remove_gateway_tenant(config: StackConfig, tenant: GatewayTenant) -> None:
+    system.write_tenants(config, [t for t in system.read_tenants(config)
+                                  if t.get("name") != tenant.name])
 
 
 def order_manifest(name: str, *, sku: str, quantity: int = 1, unit_price: int = 1000,

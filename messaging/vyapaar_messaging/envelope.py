@@ -38,6 +38,7 @@ from pydantic import (
 from vyapaar_messaging import contracts
 
 __all__ = [
+    "TRACEPARENT_ANNOTATION",
     "TRACEPARENT_RE",
     "Envelope",
     "EnvelopeError",
@@ -47,6 +48,9 @@ __all__ = [
 ]
 
 TRACEPARENT_RE: Final = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+TRACEPARENT_ANNOTATION: Final = "vyapaar.dev/traceparent"
+"""Where an Order keeps the trace its creator started (the gateway sets it from the
+caller's ``traceparent``), so the saga's messages join that trace."""
 CONTENT_TYPE: Final = "application/json"
 
 

@@ -2,8 +2,10 @@
 
 Commands are validated against the shared contracts before they leave, so a
 contract drift shows up as an error here rather than as a poison message in a
-service's dead-letter queue. One trace per order: the trace id is the order's
-UID without dashes (32 hex digits, exactly W3C's trace-id).
+service's dead-letter queue. One trace per order: the trace its creator started
+(the gateway keeps the caller's ``traceparent`` in the annotation
+``vyapaar.dev/traceparent``), else the order's UID without dashes (32 hex digits,
+exactly W3C's trace-id).
 """
 
 from __future__ import annotations
@@ -15,7 +17,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vyapaar_messaging import contracts
-from vyapaar_messaging.envelope import Envelope, new_traceparent
+from vyapaar_messaging.envelope import (
+    TRACEPARENT_ANNOTATION,
+    TRACEPARENT_RE,
+    Envelope,
+    new_traceparent,
+)
 from vyapaar_messaging.publisher import Publisher
 
 from vyapaar_operator import metrics, saga
@@ -26,6 +33,13 @@ log = logging.getLogger(__name__)
 
 def trace_id_of(uid: str) -> str:
     return uid.replace("-", "").lower()
+
+
+def order_trace_id(meta: Mapping[str, Any]) -> str:
+    """The trace the order's messages join: its creator's, or one made from its UID."""
+    annotated = (meta.get("annotations") or {}).get(TRACEPARENT_ANNOTATION) or ""
+    match = TRACEPARENT_RE.match(annotated.strip())
+    return match.group(1) if match else trace_id_of(meta["uid"])
 
 
 def envelope_for(obj: Mapping[str, Any], command: saga.Command) -> Envelope:
@@ -40,7 +54,7 @@ def envelope_for(obj: Mapping[str, Any], command: saga.Command) -> Envelope:
         subject=f"{meta['namespace']}/{meta['name']}",
         idempotency_key=command.idempotency_key,
         time=datetime.now(UTC),
-        traceparent=new_traceparent(trace_id_of(meta["uid"])),
+        traceparent=new_traceparent(order_trace_id(meta)),
         payload=payload.model_dump(by_alias=True, mode="json"),
     )
 

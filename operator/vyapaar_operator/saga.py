@@ -77,7 +77,9 @@ class SagaConfig:
     compensation_backoff_max: timedelta = timedelta(minutes=10)
     """Cap of the compensation pause."""
     timeline_limit: int = 20
-    """Entries kept in ``status.timeline`` (newest last, at most 100: the CRD's limit)."""
+    """Entries kept in ``status.timeline`` (newest last, at most 100: the CRD's limit).
+    Over the limit the oldest entries go, those that changed the phase last (see
+    :data:`PHASE_CHANGES`)."""
 
     def __post_init__(self) -> None:
         for name in ("step_timeout", "compensation_timeout"):
@@ -763,6 +765,21 @@ def _emit(
     return Decision(state, transitions=(Transition(reason, message, type_, step, routine),))
 
 
+PHASE_CHANGES: Mapping[str, Phase] = {
+    "CompensationStarted": Phase.COMPENSATING,
+    "CompensationFailed": Phase.COMPENSATION_FAILED,
+    "CompensationResumed": Phase.COMPENSATING,
+    "OrderCompleted": Phase.COMPLETED,
+    "OrderFailed": Phase.FAILED,
+    "OrderCancelled": Phase.CANCELLED,
+}
+"""Timeline reasons that move the order into a phase no step's ``startedAt`` tells.
+
+With the steps' start times they make the order's phase history, which the gateway's
+event stream reads from any one version of the status; so the timeline keeps these
+longest when it must drop entries."""
+
+
 def _record_timeline(decision: Decision, now: datetime, config: SagaConfig) -> Decision:
     announced = [t for t in decision.transitions if t.announced]
     if not announced:
@@ -770,8 +787,20 @@ def _record_timeline(decision: Decision, now: datetime, config: SagaConfig) -> D
     entries = decision.state.timeline + tuple(
         TimelineEntry(now, t.reason, t.message) for t in announced
     )
-    kept = entries[-config.timeline_limit:] if config.timeline_limit else ()
+    kept = _trim_timeline(entries, config.timeline_limit)
     return replace(decision, state=replace(decision.state, timeline=kept))
+
+
+def _trim_timeline(entries: tuple[TimelineEntry, ...], limit: int
+                   ) -> tuple[TimelineEntry, ...]:
+    """At most ``limit`` entries: drop the oldest, phase changes only when nothing else is left."""
+    excess = len(entries) - limit
+    if excess <= 0:
+        return entries
+    others = [i for i, e in enumerate(entries) if e.reason not in PHASE_CHANGES]
+    phases = [i for i, e in enumerate(entries) if e.reason in PHASE_CHANGES]
+    dropped = set((others + phases)[:excess])
+    return tuple(e for i, e in enumerate(entries) if i not in dropped)
 
 
 # --------------------------------------------------------------------------------------
@@ -1416,6 +1445,7 @@ def _condition_from_status(status: Mapping[str, Any]) -> Condition:
 __all__ = [
     "AFTER_PIVOT",
     "BEFORE_PIVOT",
+    "PHASE_CHANGES",
     "STEPS",
     "TEMPLATES",
     "TERMINAL_PHASES",

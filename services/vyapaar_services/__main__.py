@@ -1,6 +1,6 @@
 """``python -m vyapaar_services NAME``: run one service by name (what the services image runs).
 
-One image carries the four services; the name picks one. An unknown name fails at once
+One image carries the five services; the name picks one. An unknown name fails at once
 with the list, exit code 64 (EX_USAGE), before anything connects anywhere.
 """
 
@@ -10,7 +10,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-SERVICES = ("inventory", "payment", "shipping", "notification")
+SERVICES = ("inventory", "payment", "shipping", "notification", "gateway")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,6 +20,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vyapaar_services: unknown service {name!r}; choose one of: "
               f"{', '.join(SERVICES)}", file=sys.stderr)
         return 64
+    if name == "gateway":  # no database, no broker: its own settings and runner
+        from vyapaar_services.gateway.app import main as run_gateway
+
+        run_gateway()
+        return 0
     from vyapaar_services.common.service import run_service
 
     app = importlib.import_module(f"vyapaar_services.{name}.app")

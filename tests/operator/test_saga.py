@@ -20,6 +20,7 @@ from vyapaar_operator.saga import (
     Deleted,
     Event,
     InvalidOrderSpec,
+    PHASE_CHANGES,
     OrderSpec,
     Phase,
     Recover,
@@ -879,7 +880,7 @@ def test_a_condition_moves_its_transition_time_only_when_its_status_changes() ->
     assert ready.last_transition_time == saga.now
 
 
-def test_the_timeline_keeps_only_the_newest_entries() -> None:
+def test_the_timeline_keeps_the_newest_entries_and_the_phase_changes_longest() -> None:
     def run(config: SagaConfig) -> SagaState:
         state = SagaState.new(UID, OrderSpec.from_manifest(manifest()))
         for minute in range(8):
@@ -889,8 +890,13 @@ def test_the_timeline_keeps_only_the_newest_entries() -> None:
         return state
 
     everything = run(CONFIG).timeline
-    assert len(everything) > 3
-    assert run(replace(CONFIG, timeline_limit=3)).timeline == everything[-3:]
+    phase_changes = [e for e in everything if e.reason in PHASE_CHANGES]
+    others = [e for e in everything if e.reason not in PHASE_CHANGES]
+    assert len(phase_changes) == 2 and len(others) == 3  # CompensationStarted, ...Failed
+    # the newest entries, the phase changes kept longest (they make the phase history)
+    kept = run(replace(CONFIG, timeline_limit=4)).timeline
+    assert kept == tuple(e for e in everything if e in phase_changes or e in others[-2:])
+    assert run(replace(CONFIG, timeline_limit=1)).timeline == everything[-1:]
     assert run(replace(CONFIG, timeline_limit=0)).timeline == ()
 
 

@@ -30,13 +30,14 @@ from typing import Final
 
 from vyapaar_messaging.topology import DEFAULT_RETRY_DELAYS
 
-__all__ = ["DEFAULT_HTTP_PORTS", "ConfigError", "Settings"]
+__all__ = ["DEFAULT_HTTP_PORTS", "ConfigError", "Settings", "env_float", "env_int", "env_text"]
 
 DEFAULT_HTTP_PORTS: Final[dict[str, int]] = {
     "inventory": 8081,
     "payment": 8082,
     "shipping": 8083,
     "notification": 8084,
+    "gateway": 8080,
 }
 _SCHEMA_RE: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -45,13 +46,13 @@ class ConfigError(ValueError):
     """A missing or invalid environment variable."""
 
 
-def _get(env: Mapping[str, str], name: str) -> str | None:
+def env_text(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name)
     return value.strip() if value is not None and value.strip() != "" else None
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = _get(env, name)
+def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env_text(env, name)
     if raw is None:
         return default
     try:
@@ -63,8 +64,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
-    raw = _get(env, name)
+def env_float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env_text(env, name)
     if raw is None:
         return default
     try:
@@ -113,8 +114,8 @@ class Settings:
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        database_url = _get(env, "VYAPAAR_DATABASE_URL")
-        amqp_url = _get(env, "VYAPAAR_AMQP_URL")
+        database_url = env_text(env, "VYAPAAR_DATABASE_URL")
+        amqp_url = env_text(env, "VYAPAAR_AMQP_URL")
         missing = [
             name
             for name, value in (
@@ -126,7 +127,7 @@ class Settings:
         if missing:
             raise ConfigError(f"missing required environment: {', '.join(missing)}")
         assert database_url is not None and amqp_url is not None
-        delays_raw = _get(env, "VYAPAAR_RETRY_DELAYS")
+        delays_raw = env_text(env, "VYAPAAR_RETRY_DELAYS")
         delays = DEFAULT_RETRY_DELAYS
         if delays_raw is not None:
             try:
@@ -141,20 +142,20 @@ class Settings:
             service=service,
             database_url=database_url,
             amqp_url=amqp_url,
-            db_schema=_get(env, "VYAPAAR_DB_SCHEMA") or service,
-            db_pool_min=_int(env, "VYAPAAR_DB_POOL_MIN", 1),
-            db_pool_max=_int(env, "VYAPAAR_DB_POOL_MAX", 10, minimum=1),
-            amqp_prefix=_get(env, "VYAPAAR_AMQP_PREFIX") or "",
-            prefetch=_int(env, "VYAPAAR_PREFETCH", 16, minimum=1),
+            db_schema=env_text(env, "VYAPAAR_DB_SCHEMA") or service,
+            db_pool_min=env_int(env, "VYAPAAR_DB_POOL_MIN", 1),
+            db_pool_max=env_int(env, "VYAPAAR_DB_POOL_MAX", 10, minimum=1),
+            amqp_prefix=env_text(env, "VYAPAAR_AMQP_PREFIX") or "",
+            prefetch=env_int(env, "VYAPAAR_PREFETCH", 16, minimum=1),
             retry_delays=delays,
-            redis_url=_get(env, "VYAPAAR_REDIS_URL"),
-            http_host=_get(env, "VYAPAAR_HTTP_HOST") or "127.0.0.1",
-            http_port=_int(env, "VYAPAAR_HTTP_PORT", DEFAULT_HTTP_PORTS.get(service, 8080)),
-            outbox_poll_interval=_float(env, "VYAPAAR_OUTBOX_POLL_INTERVAL", 1.0, 0.01, 3600),
-            retention_days=_int(env, "VYAPAAR_RETENTION_DAYS", 7, minimum=1),
-            fault_error_rate=_float(env, "VYAPAAR_FAULT_ERROR_RATE", 0.0, 0.0, 1.0),
-            fault_latency_ms=_int(env, "VYAPAAR_FAULT_LATENCY_MS", 0),
-            log_level=(_get(env, "VYAPAAR_LOG_LEVEL") or "INFO").upper(),
+            redis_url=env_text(env, "VYAPAAR_REDIS_URL"),
+            http_host=env_text(env, "VYAPAAR_HTTP_HOST") or "127.0.0.1",
+            http_port=env_int(env, "VYAPAAR_HTTP_PORT", DEFAULT_HTTP_PORTS.get(service, 8080)),
+            outbox_poll_interval=env_float(env, "VYAPAAR_OUTBOX_POLL_INTERVAL", 1.0, 0.01, 3600),
+            retention_days=env_int(env, "VYAPAAR_RETENTION_DAYS", 7, minimum=1),
+            fault_error_rate=env_float(env, "VYAPAAR_FAULT_ERROR_RATE", 0.0, 0.0, 1.0),
+            fault_latency_ms=env_int(env, "VYAPAAR_FAULT_LATENCY_MS", 0),
+            log_level=(env_text(env, "VYAPAAR_LOG_LEVEL") or "INFO").upper(),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

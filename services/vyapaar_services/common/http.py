@@ -20,12 +20,13 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Final, TypeVar
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel, ValidationError
 
@@ -86,6 +87,7 @@ class Problem(Exception):
         detail: str | None = None,
         *,
         type_: str = "about:blank",
+        headers: Mapping[str, str] | None = None,
         **extensions: Any,
     ) -> None:
         super().__init__(detail or title)
@@ -93,6 +95,8 @@ class Problem(Exception):
         self.title = title
         self.detail = detail
         self.type = type_ if (":" in type_) else PROBLEM_BASE + type_
+        self.headers = dict(headers or {})
+        """Response headers that go with it (``Retry-After``, ``WWW-Authenticate``)."""
         self.extensions = extensions
 
 
@@ -103,7 +107,8 @@ def problem_response(problem: Problem, instance: str | None = None) -> web.Respo
     if instance:
         body["instance"] = instance
     body.update(problem.extensions)
-    return web.Response(text=dumps(body), status=problem.status, content_type=PROBLEM_CONTENT_TYPE)
+    return web.Response(text=dumps(body), status=problem.status, content_type=PROBLEM_CONTENT_TYPE,
+                        headers=problem.headers)
 
 
 async def read_json(request: web.Request, model: type[M]) -> M:
@@ -152,6 +157,7 @@ def _route_label(request: web.Request) -> str:
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+
 @web.middleware
 async def correlation_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
     cid = request.headers.get("X-Correlation-Id") or str(uuid.uuid4())
@@ -160,7 +166,8 @@ async def correlation_middleware(request: web.Request, handler: _Handler) -> web
         response = await handler(request)
     finally:
         correlation_id_var.reset(token)
-    response.headers["X-Correlation-Id"] = cid[:200]
+    # A handler that learnt the order's uid answers with that as the correlation id.
+    response.headers.setdefault("X-Correlation-Id", cid[:200])
     return response
 
 
@@ -207,10 +214,18 @@ async def problem_middleware(request: web.Request, handler: _Handler) -> web.Str
         )
 
 
-def create_base_app(service: str, readiness: ReadinessCheck) -> web.Application:
+def create_base_app(
+    service: str,
+    readiness: ReadinessCheck,
+    *,
+    client_max_size: int = 1024 * 1024,
+    middlewares: Sequence[Middleware] = (),
+) -> web.Application:
+    """``middlewares`` run innermost, after the correlation, metrics and problem ones."""
     app = web.Application(
-        middlewares=[correlation_middleware, metrics_middleware, problem_middleware],
-        client_max_size=1024 * 1024,
+        middlewares=[correlation_middleware, metrics_middleware, problem_middleware,
+                     *middlewares],
+        client_max_size=client_max_size,
     )
     app[SERVICE_KEY] = service
 
