@@ -188,6 +188,13 @@ def run_demo(config: StackConfig, on_cluster: bool = False) -> int:
         f"Prometheus: {config.prometheus_url}   "
         f"RabbitMQ management: {config.rabbitmq_management_url} (guest/guest)"
     )
+    gateway = system.gateway_url(config)
+    print(f"Order API (gateway): {gateway}   token: {system.demo_token(config)}   "
+          f"(tenant {system.DEMO_TENANT['name']}, namespace {system.DEMO_TENANT['namespace']})")
+    print(f"  try: .venv/bin/vyapaar order list    or    curl -H 'Authorization: Bearer "
+          f"{system.demo_token(config)}' {gateway}/api/v1/orders")
+    print(f"  an order live in a browser: {gateway}/orders/order-completed#token="
+          f"{system.demo_token(config)}   API document: {gateway}/openapi.json")
     print(f"Logs of every process: {config.state_dir / 'run'}/")
     print("Key saga figures, live from Prometheus: .venv/bin/vyapaar top")
     print("Stop everything: make down")
@@ -260,9 +267,19 @@ def register(commands: Any) -> None:
 
 
 def environment_defaults() -> dict[str, str]:
-    """The local stack's addresses, for settings the environment leaves unset."""
-    return {key: value for key, value in StackConfig().env().items()
-            if key.startswith("VYAPAAR_")}
+    """The local stack's addresses, for settings the environment leaves unset: its
+    infrastructure, its gateway and -- once the stack has made it -- the demo tenant's
+    gateway token (read, never created here: every `vyapaar` invocation asks for this)."""
+    config = StackConfig()
+    defaults = {key: value for key, value in config.env().items() if key.startswith("VYAPAAR_")}
+    defaults["VYAPAAR_GATEWAY_URL"] = system.gateway_url(config)
+    try:
+        token = (system.gateway_dir(config) / "demo-token").read_text().strip()
+    except OSError:
+        token = ""
+    if token:
+        defaults["VYAPAAR_GATEWAY_TOKEN"] = token
+    return defaults
 
 
 def run_stack(args: argparse.Namespace) -> int:

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 from vyapaar_operator.saga import (
+    PHASE_CHANGES,
     CancelRequested,
     Command,
     Decision,
     Deleted,
     Event,
     InvalidOrderSpec,
-    PHASE_CHANGES,
     OrderSpec,
     Phase,
     Recover,

@@ -13,6 +13,7 @@ load when it runs, not on every `vyapaar` invocation.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ DEFAULT_SKUS = 50
 DEFAULT_CALIBRATION_WRITES = 200
 DEFAULT_IDLE_SECONDS = 10.0
 DEFAULT_STALL_TIMEOUT = 60.0
+DEFAULT_GATEWAY_OUT = REPO_ROOT / "docs" / "bench" / "gateway.json"
 
 EXAMPLES = """examples:
   vyapaar bench                                   # 2,5,10,20,40 orders/s, 30 s each
@@ -36,6 +38,15 @@ It needs the system running (make demo). Each point runs in a fresh namespace be
 deleted after; the calibration uses a vyn-bench-calib-* namespace, which the operator
 must ignore (VYAPAAR_NAMESPACES='!vyn-*', the local stack's default) or it is skipped.
 Writes the JSON report and PNG plots (default docs/bench/), then prints a table.
+"""
+
+
+GATEWAY_EXAMPLES = """examples:
+  vyapaar bench-gateway                      # 4 clients, 15 s per kind of request
+  vyapaar bench-gateway --clients 8 --seconds 30 --out /tmp/gateway.json
+
+It needs the system running (make demo). It starts a gateway of its own; its orders go to a
+vyn-bench-gateway-* namespace the operator ignores, removed afterwards.
 """
 
 
@@ -92,6 +103,31 @@ def register(commands: Any) -> None:
                        help="also run the sweep on these peers, e.g. dbos,temporal")
     bench.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     bench.set_defaults(func=run)
+
+    gateway = commands.add_parser(
+        "bench-gateway", help="requests/s and latency of the gateway, per kind of request",
+        epilog=GATEWAY_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    gateway.add_argument("--clients", type=_positive_int, default=4, metavar="N",
+                         help="concurrent clients (default: %(default)s)")
+    gateway.add_argument("--seconds", type=float, default=15.0, metavar="S",
+                         help="per kind of request (default: %(default)g)")
+    gateway.add_argument("--out", type=Path, metavar="PATH", default=DEFAULT_GATEWAY_OUT,
+                         help="the JSON report; a PNG goes beside it (default: "
+                              "docs/bench/gateway.json)")
+    gateway.add_argument("--no-plots", action="store_true", help="write no PNG")
+    gateway.set_defaults(func=run_gateway)
+
+
+def run_gateway(args: argparse.Namespace) -> int:
+    from ..config import StackConfig
+    from ..processes import StackError
+    from .gateway import main
+
+    try:
+        return main(StackConfig(), args.clients, args.seconds, args.out, not args.no_plots)
+    except StackError as exc:
+        print(f"vyapaar: error: {exc}", file=sys.stderr)
+        return 1
 
 
 def run(args: argparse.Namespace) -> int:

@@ -166,7 +166,7 @@ def document() -> dict[str, Any]:
                     "responses": {
                         "200": {"description": "The event stream",
                                 "content": {"text/event-stream": {"schema": {
-                                    "type": "string"}}}},
+                                    "$ref": "#/components/schemas/ServerSentEvent"}}}},
                         **_problems("404"),
                     },
                 },
@@ -218,6 +218,18 @@ def document() -> dict[str, Any]:
                         "message": {"type": "string"},
                         "order": {"type": "string"},
                         "uid": {"type": "string"},
+                    },
+                },
+                "ServerSentEvent": {
+                    "type": "object",
+                    "description": "One event of the stream: `transition` (data: a "
+                                   "Transition as JSON, id: its seq), `end` or `deleted` "
+                                   "(data: {order, phase}).",
+                    "properties": {
+                        "event": {"type": "string", "enum": ["transition", "end", "deleted"]},
+                        "id": {"type": "string", "pattern": "^[0-9]+$"},
+                        "data": {"type": "string"},
+                        "retry": {"type": "integer", "minimum": 0},
                     },
                 },
                 "Problem": {

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+import aiohttp
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -74,6 +75,13 @@ async def api_client() -> client.ApiClient:
         await config.load_kube_config(client_configuration=configuration)
     api = client.ApiClient(configuration)
     api.user_agent = USER_AGENT  # the field manager and the audit log's user agent
+    # As the operator does (handlers._api_client): kubernetes-asyncio's session trusts the
+    # environment, so aiohttp looks up proxies and reads ~/.netrc in a thread on every
+    # request; the apiserver is reached directly.
+    rest = api.rest_client
+    shared = rest.pool_manager
+    rest.pool_manager = aiohttp.ClientSession(connector=shared.connector, trust_env=False)
+    shared.detach()
     return api
 
 

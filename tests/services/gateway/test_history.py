@@ -4,6 +4,7 @@ miss nothing and repeat nothing."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,7 +27,6 @@ from vyapaar_operator.saga import (
     Tick,
     decide,
 )
-
 from vyapaar_services.gateway import history
 from vyapaar_services.gateway.history import cancellation_refusal, phase_history
 
@@ -114,7 +114,7 @@ def test_a_declined_payment_shows_the_turnaround_and_the_failure() -> None:
 
 
 def test_the_gateway_reads_every_phase_change_the_saga_announces() -> None:
-    assert history._ANNOUNCED == {reason: phase.value for reason, phase in PHASE_CHANGES.items()}
+    assert {reason: phase.value for reason, phase in PHASE_CHANGES.items()} == history._ANNOUNCED
 
 
 ACTIONS = st.lists(
@@ -153,7 +153,7 @@ def test_every_later_version_extends_the_history_of_an_earlier_one(
         now = phase_history(order(version))
         assert now[:len(seen)] == seen, "a later version rewrote the history"
         assert now[-1].phase == version.phase.value, "the history ends in the current phase"
-        assert all(a.phase != b.phase for a, b in zip(now, now[1:], strict=False))
+        assert all(a.phase != b.phase for a, b in itertools.pairwise(now))
         assert [t.seq for t in now] == list(range(1, len(now) + 1))
         seen = now
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from vyapaar_services.common.config import ConfigError
 from vyapaar_services.common.http import Problem
 from vyapaar_services.gateway.config import GatewaySettings
