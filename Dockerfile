@@ -3,8 +3,8 @@
 #   docker build --target operator -t vyapaar/operator:dev .   # python -m vyapaar_operator
 #   docker build --target services -t vyapaar/services:dev .   # python -m vyapaar_services NAME
 #
-# The services share one image (they share every dependency and most code; four images
-# would be four copies of the same layers to build, scan and pull): its command is the
+# The services share one image (they share every dependency and most code; five images
+# would be five copies of the same layers to build, scan and pull): its command is the
 # service name (`args: ["payment"]` in a pod). Both run under tini as uid 65532, write
 # nothing outside /tmp (readOnlyRootFilesystem), and carry the `vyapaar` CLI.
 #
@@ -76,9 +76,9 @@ CMD ["python", "-m", "vyapaar_operator"]
 # --- the services (the last stage: a plain `docker build .` gives this one) -----------------
 FROM runtime AS services
 ENV VYAPAAR_HTTP_HOST=0.0.0.0
-# inventory 8081, payment 8082, shipping 8083, notification 8084 (VYAPAAR_HTTP_PORT)
-EXPOSE 8081 8082 8083 8084
+# inventory 8081, payment 8082, shipping 8083, notification 8084, gateway 8080 (VYAPAAR_HTTP_PORT)
+EXPOSE 8080 8081 8082 8083 8084
 LABEL org.opencontainers.image.title="vyapaar-services" \
-      org.opencontainers.image.description="Vyapaar Nexus services: inventory, payment, shipping, notification"
+      org.opencontainers.image.description="Vyapaar Nexus services: inventory, payment, shipping, notification, gateway"
 ENTRYPOINT ["/usr/bin/tini", "--", "python", "-m", "vyapaar_services"]
 CMD ["inventory"]

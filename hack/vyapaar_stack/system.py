@@ -8,6 +8,11 @@ Prometheus as a scrape target.
 The gateway's tenants are in .state/gateway/tokens.yaml (it re-reads the file when it
 changes): the demo tenant, whose token is made once and kept in .state/gateway/demo-token,
 and whatever tenants the tests add for their own namespaces (and take out again).
+
+The gateway talks to the apiserver as the chart's gateway ServiceAccount, with exactly
+the chart's RBAC (applied from the kustomize base, which is rendered from the chart) and a
+token of that ServiceAccount in .state/gateway/kubeconfig: what passes on the local stack
+passes with the permissions a cluster install grants, and no more.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from . import cluster
+from .chart import BASE_NAMESPACE, BASE_RELEASE, KUSTOMIZE_BASE
 from .config import StackConfig
 from .infra import register_scrape_target
 from .processes import Process, http_ok, wait_until
@@ -144,12 +151,45 @@ def write_tenants(config: StackConfig, tenants: list[dict[str, Any]]) -> None:
     scratch.replace(path)
 
 
+#: the chart's gateway identity, as the kustomize base renders it
+GATEWAY_ACCOUNT = f"{BASE_RELEASE}-gateway"
+GATEWAY_RBAC = ("serviceaccount", "clusterrole", "clusterrolebinding")
+#: how long the gateway's ServiceAccount token lasts; every gateway start makes a new one
+GATEWAY_TOKEN_HOURS = 24 * 7
+
+
+def gateway_kubeconfig(config: StackConfig) -> Path:
+    """A kubeconfig for the chart's gateway ServiceAccount, its RBAC applied first."""
+    cluster.kubectl(config, "create", "namespace", BASE_NAMESPACE, check=False)
+    for kind in GATEWAY_RBAC:
+        cluster.kubectl(config, "apply", "-f",
+                        str(KUSTOMIZE_BASE / f"{kind}-{GATEWAY_ACCOUNT}.yaml"))
+    token = cluster.kubectl(config, "create", "token", GATEWAY_ACCOUNT, "-n", BASE_NAMESPACE,
+                            f"--duration={GATEWAY_TOKEN_HOURS}h").stdout.strip()
+    admin = yaml.safe_load(config.kubeconfig.read_text())
+    server = admin["clusters"][0]["cluster"]
+    kubeconfig = {
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "local", "cluster": server}],
+        "users": [{"name": GATEWAY_ACCOUNT, "user": {"token": token}}],
+        "contexts": [{"name": "gateway", "context": {"cluster": "local",
+                                                     "user": GATEWAY_ACCOUNT}}],
+        "current-context": "gateway",
+    }
+    path = gateway_dir(config) / "kubeconfig"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(kubeconfig))
+    path.chmod(0o600)
+    return path
+
+
 def start_gateway(config: StackConfig, extra_env: Mapping[str, str] | None = None) -> Process:
     others = [t for t in read_tenants(config) if t.get("name") != DEMO_TENANT["name"]]
     write_tenants(config, [{**DEMO_TENANT, "token": demo_token(config)}, *others])
     proc = _process(config, "gateway")
     env = {
         **_base_env(config),
+        "KUBECONFIG": str(gateway_kubeconfig(config)),
         "VYAPAAR_HTTP_HOST": config.host,
         "VYAPAAR_HTTP_PORT": str(PORTS.gateway),
         "VYAPAAR_GATEWAY_TOKENS_FILE": str(tokens_file(config)),

@@ -8,6 +8,8 @@ that the local overlay builds and is accepted by the API server.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -67,9 +69,14 @@ def test_the_local_overlay_points_at_local_images_and_the_stacks_infrastructure(
     assert {c["image"].rsplit(":", 1)[0] for c in containers} == {
         "localhost/vyapaar/operator", "localhost/vyapaar/services"}
     assert {c["imagePullPolicy"] for c in containers} == {"Never"}
-    (secret,) = [o for o in objects if o["kind"] == "Secret"]
-    assert secret["metadata"]["name"] == "vyapaar-infrastructure"
-    assert set(secret["data"]) == {"amqp-url", "database-url", "redis-url"}
+    secrets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Secret"}
+    assert set(secrets) == {"vyapaar-infrastructure", "vyapaar-gateway-tokens"}
+    assert set(secrets["vyapaar-infrastructure"]["data"]) == {
+        "amqp-url", "database-url", "redis-url"}
+    tokens = yaml.safe_load(base64.b64decode(secrets["vyapaar-gateway-tokens"]["data"][
+        "tokens.yaml"]))
+    assert tokens["tenants"][0]["tokenSha256"] == hashlib.sha256(
+        b"local-development-token").hexdigest()
 
 
 def test_the_local_overlay_is_accepted_by_the_api_server(

@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.node]
 
 BASE = REPO_ROOT / "manifests" / "kustomize" / "base"
 SAMPLE = REPO_ROOT / "manifests" / "samples" / "order-completed.yaml"
+GATEWAY_TOKEN = "overlay-test-token-0123456789"
 
 
 def overlay(folder: Path, namespace: str, tag: str, urls: dict[str, str]) -> Path:
@@ -56,9 +57,13 @@ def overlay(folder: Path, namespace: str, tag: str, urls: dict[str, str]) -> Pat
                                       "metadata": {"name": "vyapaar-system"},
                                       "$patch": "delete"})},
         ],
-        "secretGenerator": [{"name": release.INFRA_SECRET,
-                             "options": {"disableNameSuffixHash": True},
-                             "literals": [f"{k}={v}" for k, v in urls.items()]}],
+        "secretGenerator": [
+            {"name": release.INFRA_SECRET, "options": {"disableNameSuffixHash": True},
+             "literals": [f"{k}={v}" for k, v in urls.items()]},
+            {"name": "vyapaar-gateway-tokens", "options": {"disableNameSuffixHash": True},
+             "literals": ["tokens.yaml=" + yaml.safe_dump({"tenants": [
+                 {"name": "overlay", "namespace": namespace, "token": GATEWAY_TOKEN}]})]},
+        ],
     }
     (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
     return folder
@@ -98,7 +103,7 @@ def test_the_base_runs_the_system_and_completes_an_order(
     system.kubectl("rollout", "status", "deployment", "-n", system.namespace, "--timeout=300s")
     pods = system.pods()
     assert {p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pods} == {
-        "operator", "inventory", "payment", "shipping", "notification"}
+        "operator", "inventory", "payment", "shipping", "notification", "gateway"}
     assert {p["spec"]["nodeName"] for p in pods} == {system.config.node.node_name}
     system.put_stock(demo.load_stock())
     system.kubectl("apply", "-n", system.namespace, "-f", str(SAMPLE))

@@ -181,6 +181,7 @@ RUN_DIR_COMPONENTS: dict[str, tuple[str, ...]] = {
     "payment": ("payment",),
     "shipping": ("shipping",),
     "notification": ("notification",),
+    "gateway": ("gateway",),
     "rabbitmq": ("rabbitmq", "epmd"),
     "postgres": ("postgres",),
     "redis": ("redis",),

@@ -79,6 +79,52 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and .Values.redis.bundled.enabled .Values.redis.existingSecret -}}
 {{- fail "redis: set either redis.existingSecret or redis.bundled.enabled, not both" -}}
 {{- end -}}
+{{- include "vyapaar.validateGateway" . -}}
+{{- end -}}
+
+{{/* The gateway's own requirements: Redis, tenants' namespaces for its RoleBindings, unique tenants. */}}
+{{- define "vyapaar.validateGateway" -}}
+{{- $gw := .Values.gateway -}}
+{{- if $gw.enabled -}}
+{{- if not (include "vyapaar.redisEnabled" .) -}}
+{{- fail "gateway: needs Redis (rate limits, idempotency keys): set redis.existingSecret (a Secret with the Redis URL) or redis.bundled.enabled=true, or gateway.enabled=false" -}}
+{{- end -}}
+{{- if and .Values.rbac.create (eq $gw.rbac.scope "namespaces") $gw.existingSecret (not $gw.rbac.namespaces) -}}
+{{- fail "gateway: with gateway.existingSecret the chart cannot see the tenants' namespaces: list them in gateway.rbac.namespaces (a RoleBinding in each) or set gateway.rbac.scope=cluster" -}}
+{{- end -}}
+{{- if and $gw.existingSecret $gw.tenants -}}
+{{- fail "gateway: set either gateway.tenants (the chart writes the tokens Secret) or gateway.existingSecret (yours), not both" -}}
+{{- end -}}
+{{- if not $gw.existingSecret -}}
+{{- $seen := dict -}}
+{{- range $gw.tenants -}}
+{{- if hasKey $seen .name -}}
+{{- fail (printf "gateway.tenants: the name %q is used twice (tenant names must be unique)" .name) -}}
+{{- end -}}
+{{- $_ := set $seen .name true -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "vyapaar.gatewayServiceAccount" -}}
+{{- default (printf "%s-gateway" (include "vyapaar.fullname" .)) .Values.gateway.serviceAccount.name -}}
+{{- end -}}
+
+{{/* The tokens Secret the gateway mounts: the chart's own, or gateway.existingSecret. */}}
+{{- define "vyapaar.gatewaySecretName" -}}
+{{- default (printf "%s-gateway-tokens" (include "vyapaar.fullname" .)) .Values.gateway.existingSecret -}}
+{{- end -}}
+
+{{/* The namespaces the gateway's RoleBindings go to: its tenants' (rendered Secret only) and gateway.rbac.namespaces, sorted, comma-separated. */}}
+{{- define "vyapaar.gatewayNamespaces" -}}
+{{- $namespaces := .Values.gateway.rbac.namespaces | default list -}}
+{{- if not .Values.gateway.existingSecret -}}
+{{- range .Values.gateway.tenants -}}
+{{- $namespaces = append $namespaces .namespace -}}
+{{- end -}}
+{{- end -}}
+{{- $namespaces | uniq | sortAlpha | join "," -}}
 {{- end -}}
 
 {{- define "vyapaar.redisEnabled" -}}
@@ -121,4 +167,11 @@ Call with (dict "ctx" $ "secret" NAME "given" VALUE).
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+{{- end -}}
+
+{{/* The gateway's rules: Orders only, and only what its API does (see gateway.yaml). */}}
+{{- define "vyapaar.gatewayRules" -}}
+- apiGroups: [vyapaar.dev]
+  resources: [orders]
+  verbs: [create, get, list, watch, patch]
 {{- end -}}

@@ -95,7 +95,7 @@ async def stream_order_events(request: web.Request, orders: Orders, namespace: s
     try:
         await writer.write(f"retry: {RECONNECT_MS}\n\n")
         await _follow(writer, orders, obj, heartbeat)
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:
         pass  # the client went away
     finally:
         metrics.STREAMS_OPEN.dec()
