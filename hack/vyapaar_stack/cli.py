@@ -193,8 +193,9 @@ def run_demo(config: StackConfig, on_cluster: bool = False) -> int:
           f"(tenant {system.DEMO_TENANT['name']}, namespace {system.DEMO_TENANT['namespace']})")
     print(f"  try: .venv/bin/vyapaar order list    or    curl -H 'Authorization: Bearer "
           f"{system.demo_token(config)}' {gateway}/api/v1/orders")
-    print(f"  an order live in a browser: {gateway}/orders/order-completed#token="
-          f"{system.demo_token(config)}   API document: {gateway}/openapi.json")
+    page = demo.gateway_request(config, "GET", "/api/v1/orders/order-completed")["links"]["page"]
+    print(f"  an order in a browser (a read-only link): {gateway}{page}")
+    print(f"  the API's OpenAPI document: {gateway}/openapi.json")
     print(f"Logs of every process: {config.state_dir / 'run'}/")
     print("Key saga figures, live from Prometheus: .venv/bin/vyapaar top")
     print("Stop everything: make down")

@@ -107,8 +107,9 @@ def print_table(rows: list[dict[str, str]]) -> bool:
 GATEWAY_KEY = "vyapaar-demo-gateway-order"
 
 
-def _gateway(config: StackConfig, method: str, path: str, body: Any = None,
+def gateway_request(config: StackConfig, method: str, path: str, body: Any = None,
              headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """One call to the local gateway as the demo tenant."""
     request = urllib.request.Request(
         f"{system.gateway_url(config)}{path}", method=method,
         data=None if body is None else json.dumps(body).encode(),
@@ -121,13 +122,13 @@ def _gateway(config: StackConfig, method: str, path: str, body: Any = None,
 def run_gateway_order(config: StackConfig, timeout: float = 120) -> dict[str, str]:
     """The completed sample's spec, placed through the gateway as a storefront would."""
     spec = yaml.safe_load((SAMPLES / "order-completed.yaml").read_text())["spec"]
-    order = _gateway(config, "POST", "/api/v1/orders", spec,
+    order = gateway_request(config, "POST", "/api/v1/orders", spec,
                      headers={"Idempotency-Key": GATEWAY_KEY})
     deadline = time.monotonic() + timeout
     while (order["status"].get("phase") not in TERMINAL
            and time.monotonic() < deadline):
         time.sleep(0.5)
-        order = _gateway(config, "GET", f"/api/v1/orders/{order['name']}")
+        order = gateway_request(config, "GET", f"/api/v1/orders/{order['name']}")
     status = order["status"]
     return {"order": f"{order['name']} (gateway)", "expected": "Completed",
             "phase": status.get("phase") or "-", "reason": status.get("reason") or "-",

@@ -133,12 +133,29 @@ async def tenant_middleware(request: web.Request, handler: _Handler) -> web.Stre
         return await handler(request)
     gateway = request.app[GATEWAY]
     tenant = gateway.tokens.authenticate(request.headers.get("Authorization"))
+    if tenant.only_order is not None:
+        _check_link_scope(request, tenant.only_order)
     request[TENANT] = tenant
     limits = await gateway.limiter.check(tenant)
     response = await handler(request)
     if not response.prepared:
         response.headers.update(limits)
     return response
+
+
+_LINK_ROUTES: Final = ("/api/v1/orders/{name}", "/api/v1/orders/{name}/events")
+
+
+def _check_link_scope(request: web.Request, order: str) -> None:
+    """A read-only link reads its one order: the order and its event stream, nothing else."""
+    resource = request.match_info.route.resource
+    allowed = (request.method == "GET" and resource is not None
+               and resource.canonical in _LINK_ROUTES
+               and request.match_info.get("name") == order)
+    if not allowed:
+        raise Problem(403, "Forbidden", f"This token is a read-only link to order {order!r}: "
+                      "it reads that order and its events, nothing else.",
+                      type_="link-scope")
 
 
 # -- handlers -------------------------------------------------------------------------------
@@ -148,9 +165,18 @@ def _not_found(name: str) -> Problem:
     return Problem(404, "Not Found", f"Order {name!r} does not exist.", type_="order-not-found")
 
 
-def _order_response(obj: dict[str, Any], status: int = 200) -> web.Response:
+def _view(request: web.Request, obj: dict[str, Any]) -> dict[str, Any]:
+    """The order, with a read-only link to its page to hand the customer."""
+    gateway, tenant = request.app[GATEWAY], request[TENANT]
+    name = obj["metadata"]["name"]
+    token = gateway.tokens.link_token(tenant, name, gateway.settings.link_ttl_seconds)
+    return order_view(obj, link_token=token)
+
+
+def _order_response(request: web.Request, obj: dict[str, Any], status: int = 200
+                    ) -> web.Response:
     correlation_id_var.set(obj["metadata"]["uid"])
-    response = json_response(order_view(obj), status=status)
+    response = json_response(_view(request, obj), status=status)
     response.headers["X-Correlation-Id"] = obj["metadata"]["uid"]
     return response
 
@@ -219,7 +245,7 @@ async def create_order(request: web.Request) -> web.Response:
         log.info("order %s/%s created", tenant.namespace, obj["metadata"]["name"],
                  extra={"tenant": tenant.name, "traceparent": traceparent,
                         "idempotencyKey": key is not None})
-    response = _order_response(obj, status=201)
+    response = _order_response(request, obj, status=201)
     response.headers["Location"] = f"/api/v1/orders/{obj['metadata']['name']}"
     if key is not None:
         response.headers["Idempotent-Replayed"] = "true" if replayed else "false"
@@ -232,7 +258,7 @@ async def get_order(request: web.Request) -> web.Response:
     obj = await gateway.orders.get(tenant.namespace, name)
     if obj is None:
         raise _not_found(name)
-    return _order_response(obj)
+    return _order_response(request, obj)
 
 
 async def list_orders(request: web.Request) -> web.Response:
@@ -247,7 +273,7 @@ async def list_orders(request: web.Request) -> web.Response:
                       type_="invalid-parameter")
     page = await gateway.orders.list(tenant.namespace, phase=phase, limit=int(raw_limit),
                                      continue_token=query_param(request, "continue"))
-    return json_response({"items": [order_view(o) for o in page.items],
+    return json_response({"items": [_view(request, o) for o in page.items],
                           "continue": page.continue_token})
 
 
@@ -266,12 +292,12 @@ async def cancel_order(request: web.Request) -> web.Response:
             raise Problem(409, "Cannot cancel", detail, type_=kind,
                           phase=(obj.get("status") or {}).get("phase") or "Pending")
         if (obj.get("spec") or {}).get("cancel"):
-            return _order_response(obj, status=202)
+            return _order_response(request, obj, status=202)
         patched = await gateway.orders.request_cancel(obj)
         if patched is not None:
             log.info("cancellation of %s/%s requested", tenant.namespace, name,
                      extra={"tenant": tenant.name})
-            return _order_response(patched, status=202)
+            return _order_response(request, patched, status=202)
     raise Problem(503, "Service Unavailable", "The order kept changing; retry shortly.",
                   type_="conflict", headers={"Retry-After": "1"})
 

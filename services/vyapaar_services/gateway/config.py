@@ -9,6 +9,7 @@
   (``"20/second;600/minute"`` for several) |
 | ``VYAPAAR_GATEWAY_IDEMPOTENCY_TTL_SECONDS`` | 86400 | how long an ``Idempotency-Key`` is kept |
 | ``VYAPAAR_GATEWAY_MAX_BODY_BYTES`` | 65536 | larger request bodies get 413 |
+| ``VYAPAAR_GATEWAY_LINK_TTL_SECONDS`` | 604800 | validity of an order page's read-only link |
 | ``VYAPAAR_GATEWAY_HEARTBEAT_SECONDS`` | 15 | SSE comment interval, so proxies keep a stream open |
 | ``VYAPAAR_HTTP_HOST`` / ``VYAPAAR_HTTP_PORT`` | 127.0.0.1 / 8080 | listen address |
 | ``VYAPAAR_LOG_LEVEL`` | INFO | log level |
@@ -44,6 +45,7 @@ class GatewaySettings:
     rate_limit: str = "20/second"
     idempotency_ttl_seconds: int = 86400
     max_body_bytes: int = 65536
+    link_ttl_seconds: int = 7 * 86400
     heartbeat_seconds: float = 15.0
     http_host: str = "127.0.0.1"
     http_port: int = DEFAULT_HTTP_PORTS["gateway"]
@@ -78,6 +80,8 @@ class GatewaySettings:
             idempotency_ttl_seconds=env_int(env, "VYAPAAR_GATEWAY_IDEMPOTENCY_TTL_SECONDS",
                                             86400, minimum=1),
             max_body_bytes=env_int(env, "VYAPAAR_GATEWAY_MAX_BODY_BYTES", 65536, minimum=1024),
+            link_ttl_seconds=env_int(env, "VYAPAAR_GATEWAY_LINK_TTL_SECONDS", 7 * 86400,
+                                     minimum=60),
             heartbeat_seconds=env_float(env, "VYAPAAR_GATEWAY_HEARTBEAT_SECONDS", 15.0, 0.1,
                                         3600),
             http_host=env_text(env, "VYAPAAR_HTTP_HOST") or "127.0.0.1",

@@ -21,6 +21,7 @@ PHASES: Final = tuple(status_schema()["properties"]["phase"]["enum"])
 _PROBLEM_RESPONSES: Final = {
     "400": "Malformed JSON or an invalid parameter or header",
     "401": "No bearer token, or not a valid one",
+    "403": "A read-only order link used for anything but reading its order",
     "404": "No such order in the caller's namespace",
     "409": "The request conflicts with the order's state",
     "410": "The order an Idempotency-Key created was deleted since",
@@ -40,7 +41,8 @@ def _problem(code: str) -> dict[str, Any]:
 
 
 def _problems(*codes: str) -> dict[str, Any]:
-    return {code: _problem(code) for code in ("400", "401", "429", "500", "503", *codes)}
+    return {code: _problem(code)
+            for code in ("400", "401", "403", "429", "500", "503", *codes)}
 
 
 _NAME: Final = {"name": "name", "in": "path", "required": True,
@@ -193,7 +195,11 @@ def document() -> dict[str, Any]:
                         "status": {"$ref": "#/components/schemas/OrderStatus"},
                         "links": {"type": "object", "properties": {
                             "self": {"type": "string"}, "events": {"type": "string"},
-                            "page": {"type": "string"}}},
+                            "page": {"type": "string",
+                                     "description": "The order's page, with a read-only "
+                                                    "token for this one order in the URL "
+                                                    "fragment: a link to give the customer "
+                                                    "(expires after a week by default)."}}},
                     },
                 },
                 "OrderList": {

@@ -46,8 +46,9 @@ class Page:
     continue_token: str | None
 
 
-def order_view(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """An Order as the API shows it: identity, spec and status, no Kubernetes bookkeeping."""
+def order_view(obj: Mapping[str, Any], link_token: str | None = None) -> dict[str, Any]:
+    """An Order as the API shows it: identity, spec and status, no Kubernetes bookkeeping;
+    ``links.page`` carries ``link_token``, a read-only token for this order (:mod:`.links`)."""
     meta = obj["metadata"]
     name = meta["name"]
     return {
@@ -61,7 +62,7 @@ def order_view(obj: Mapping[str, Any]) -> dict[str, Any]:
         "links": {
             "self": f"/api/v1/orders/{name}",
             "events": f"/api/v1/orders/{name}/events",
-            "page": f"/orders/{name}",
+            "page": f"/orders/{name}" + (f"#token={link_token}" if link_token else ""),
         },
     }
 

@@ -32,11 +32,15 @@ class RateLimiter:
         self._limiter = SlidingWindowCounterRateLimiter(self._storage)
 
     async def check(self, tenant: Tenant) -> dict[str, str]:
-        """Count one request of ``tenant``; its ``RateLimit-*`` headers, or a 429 problem."""
+        """Count one request of ``tenant``; its ``RateLimit-*`` headers, or a 429 problem.
+
+        Requests with read-only links (order pages) have a budget of their own, so
+        customers watching their orders never use up the storefront's."""
+        bucket = f"{tenant.name}:links" if tenant.only_order else tenant.name
         headers: dict[str, str] = {}
         for item in self.items:
-            allowed = await self._limiter.hit(item, tenant.name)
-            stats = await self._limiter.get_window_stats(item, tenant.name)
+            allowed = await self._limiter.hit(item, bucket)
+            stats = await self._limiter.get_window_stats(item, bucket)
             reset = max(1, math.ceil(stats.reset_time - time.time()))
             if not allowed:
                 metrics.RATE_LIMITED.labels(tenant.name).inc()

@@ -11,9 +11,12 @@ The tokens live in a YAML file, in a pod a mounted Secret (``tokens.yaml``)::
         token: s3cret               # or the token itself
 
 A tenant sees only its namespace: another tenant's order is simply not found (404), so
-a token cannot even learn which names exist elsewhere. The file is re-read when it
-changes (kubelet updates mounted Secrets in place), so adding a tenant needs no restart;
-a file that no longer parses keeps the previous tenants and logs why.
+a token cannot even learn which names exist elsewhere. A tenant's read-only link to one
+order (:mod:`.links`) authenticates as that tenant, restricted to that order.
+
+The file is re-read when it changes (kubelet updates mounted Secrets in place), so adding
+a tenant needs no restart; a file that no longer parses keeps the previous tenants and
+logs why.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import yaml
 
 from vyapaar_services.common.config import ConfigError
 from vyapaar_services.common.http import Problem
+from vyapaar_services.gateway import links
 
 __all__ = ["Tenant", "TokenRegistry", "parse_tenants", "token_sha256"]
 
@@ -46,6 +50,8 @@ RELOAD_INTERVAL: Final = 2.0
 class Tenant:
     name: str
     namespace: str
+    only_order: str | None = None
+    """Set for a read-only link's token (:mod:`.links`): the one order it may read."""
 
 
 def token_sha256(token: str) -> str:
@@ -88,6 +94,7 @@ class TokenRegistry:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._tokens: dict[str, Tenant] = {}
+        self._digests: dict[str, str] = {}  # tenant name -> sha256 of its token
         self._stamp: tuple[int, int] | None = None
         self._checked = 0.0
         self.load()
@@ -102,6 +109,7 @@ class TokenRegistry:
         except yaml.YAMLError as exc:
             raise ConfigError(f"the tokens file {self.path} is not YAML: {exc}") from None
         self._tokens = parse_tenants(document)
+        self._digests = {tenant.name: digest for digest, tenant in self._tokens.items()}
         self._stamp = (stat.st_mtime_ns, stat.st_ino)
         self._checked = time.monotonic()
 
@@ -137,10 +145,26 @@ class TokenRegistry:
                 401, "Unauthorized", "Send 'Authorization: Bearer <token>' with a gateway token.",
                 type_="unauthorized", headers={"WWW-Authenticate": 'Bearer realm="vyapaar"'},
             )  # fmt: skip
-        tenant = self._tokens.get(token_sha256(token.strip()))
+        token = token.strip()
+        tenant = self._tokens.get(token_sha256(token)) or self._link_tenant(token)
         if tenant is None:
             raise Problem(
                 401, "Unauthorized", "The bearer token is not valid.", type_="unauthorized",
                 headers={"WWW-Authenticate": 'Bearer realm="vyapaar", error="invalid_token"'},
             )  # fmt: skip
         return tenant
+
+    def _link_tenant(self, token: str) -> Tenant | None:
+        if not token.startswith(links.PREFIX):
+            return None
+        digest = self._digests.get(links.tenant_of(token) or "")
+        claims = None if digest is None else links.verify(token, digest, time.time())
+        if digest is None or claims is None:
+            return None
+        tenant = self._tokens[digest]
+        return Tenant(tenant.name, tenant.namespace, only_order=claims.order)
+
+    def link_token(self, tenant: Tenant, order: str, ttl_seconds: int) -> str:
+        """A read-only token for ``order`` of ``tenant``, valid ``ttl_seconds``."""
+        claims = links.LinkClaims(tenant.name, order, int(time.time()) + ttl_seconds)
+        return links.sign(claims, self._digests[tenant.name])

@@ -378,3 +378,27 @@ async def test_the_gateway_exports_red_metrics_and_its_own(
     assert "vyapaar_gateway_event_streams " in text
     async with http.get(f"{gateway_tenant.url}/readyz") as response:
         assert (await response.json())["checks"] == {"redis": True, "kubernetes": True}
+
+
+async def test_an_orders_page_link_reads_that_order_and_nothing_else(
+    gateway_tenant: GatewayTenant, http: aiohttp.ClientSession,
+    unique_sku: Callable[[str], str],
+) -> None:
+    mine = await (await create(http, gateway_tenant, order_body(unique_sku("SKU-GW-L1")))).json()
+    other = await (await create(http, gateway_tenant, order_body(unique_sku("SKU-GW-L2")))).json()
+    page, _, fragment = mine["links"]["page"].partition("#token=")
+    assert page == f"/orders/{mine['name']}" and fragment
+    link = {"Authorization": f"Bearer {fragment}"}
+    base = f"{gateway_tenant.url}/api/v1/orders"
+
+    async with http.get(f"{base}/{mine['name']}", headers=link) as read:
+        assert read.status == 200 and (await read.json())["uid"] == mine["uid"]
+    async with http.get(f"{base}/{mine['name']}/events", headers=link) as stream:
+        assert stream.status == 200
+        received = [e async for e in events(stream)]
+    assert received[0]["data"]["phase"] == "Pending"
+    for method, url in (("GET", f"{base}/{other['name']}"), ("GET", base),
+                        ("POST", f"{base}/{mine['name']}/cancel"), ("POST", base)):
+        async with http.request(method, url, headers=link, json=order_body("SKU-X1")) as denied:
+            assert denied.status == 403, (method, url)
+            assert (await denied.json())["type"].endswith("link-scope")

@@ -267,7 +267,12 @@ async def test_the_page_shows_an_orders_phase_change_live_without_a_reload(
     try:
         name = await place_order(http, gateway_tenant, sku)
         await wait_for_phase(http, gateway_tenant, name, "Paying")
-        await run(page.open, name, gateway_tenant.token)
+        # as a customer gets it: the order's own link, with a read-only token for it alone
+        async with http.get(f"{gateway_tenant.url}/api/v1/orders/{name}",
+                            headers=gateway_tenant.headers) as response:
+            link = (await response.json())["links"]["page"]
+        assert link.startswith(f"/orders/{name}#token=v1.")
+        await run(page.open, name, link.partition("#token=")[2])
         await run(page.wait_until, lambda: page.phase() == "Paying", 5,
                   "the page does not show the order in Paying")
         await run(page.js, "window.__marker = 1")

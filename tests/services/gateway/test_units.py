@@ -12,6 +12,7 @@ import pytest
 import yaml
 from vyapaar_services.common.config import ConfigError
 from vyapaar_services.common.http import Problem
+from vyapaar_services.gateway import links
 from vyapaar_services.gateway.config import GatewaySettings
 from vyapaar_services.gateway.idempotency import fingerprint, order_name, parse_key
 from vyapaar_services.gateway.openapi import PHASES, document
@@ -158,3 +159,37 @@ def test_the_openapi_document_takes_the_orders_schemas_from_the_crd() -> None:
     for path in doc["paths"].values():
         for operation in path.values():
             assert "401" in operation["responses"] and "429" in operation["responses"]
+
+
+# -- read-only links ---------------------------------------------------------------------
+
+
+def _registry(tmp_path: Path, token: str = "a-token-of-16-chars") -> TokenRegistry:
+    path = tmp_path / "tokens.yaml"
+    path.write_text(yaml.safe_dump({"tenants": [
+        {"name": "a", "namespace": "shop-a", "token": token}]}))
+    return TokenRegistry(path)
+
+
+def test_a_link_token_reads_as_its_tenant_restricted_to_its_order(tmp_path: Path) -> None:
+    registry = _registry(tmp_path)
+    tenant = registry.authenticate("Bearer a-token-of-16-chars")
+    link = registry.link_token(tenant, "order-1", ttl_seconds=600)
+    assert registry.authenticate(f"Bearer {link}") == Tenant("a", "shop-a", only_order="order-1")
+
+
+def test_a_tampered_expired_or_revoked_link_is_not_a_token(tmp_path: Path) -> None:
+    registry = _registry(tmp_path)
+    tenant = registry.authenticate("Bearer a-token-of-16-chars")
+    digest = token_sha256("a-token-of-16-chars")
+    link = registry.link_token(tenant, "order-1", ttl_seconds=600)
+    payload, mac = link.removeprefix(links.PREFIX).split(".")
+    other = links.sign(links.LinkClaims("a", "order-2", 2**40), "0" * 64)  # wrong key
+    expired = links.sign(links.LinkClaims("a", "order-1", 1), digest)
+    for token in (f"{links.PREFIX}{payload}.{mac[:-2]}xx", other, expired, "v1.garbage"):
+        with pytest.raises(Problem) as refused:
+            registry.authenticate(f"Bearer {token}")
+        assert refused.value.status == 401
+    rotated = _registry(tmp_path, token="b-new-token-of-16-chars")
+    with pytest.raises(Problem):
+        rotated.authenticate(f"Bearer {link}")  # a new tenant token revokes its links
