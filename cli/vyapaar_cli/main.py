@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from vyapaar_cli import dlq, plugins, top
+from vyapaar_cli import dlq, order, plugins, top
 from vyapaar_cli.errors import CliError
 from vyapaar_cli.settings import Settings
 
@@ -21,10 +21,12 @@ __all__ = ["build_parser", "main"]
 EPILOG = """examples:
   vyapaar dlq list                 # dead-lettered messages per queue
   vyapaar top                      # the key saga figures, live from Prometheus
+  vyapaar order watch NAME         # an order's saga, live, through the gateway
   vyapaar COMMAND --help           # the flags and examples of one command
 
 settings come from flags, else VYAPAAR_* environment variables (VYAPAAR_AMQP_URL,
-VYAPAAR_PROMETHEUS_URL, ...); Kubernetes commands use KUBECONFIG as kubectl does.
+VYAPAAR_PROMETHEUS_URL, VYAPAAR_GATEWAY_URL, VYAPAAR_GATEWAY_TOKEN, ...); Kubernetes
+commands use KUBECONFIG as kubectl does.
 """
 
 
@@ -39,6 +41,7 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     dlq.add_arguments(commands, settings)
+    order.add_arguments(commands, settings)
     top.add_arguments(commands, settings)
     plugins.register_all(modules, commands)
     return parser

@@ -2,7 +2,11 @@
 
 The defaults of the environment are the plugins' (see :mod:`vyapaar_cli.plugins`) — with the
 development install, the local stack's addresses — and otherwise none: a product command
-that lacks a setting says which flag or variable to set.
+that lacks a setting says which flag or variable to set (:func:`require`).
+
+The settings: ``VYAPAAR_AMQP_URL`` and ``VYAPAAR_AMQP_PREFIX`` (``vyapaar dlq``),
+``VYAPAAR_PROMETHEUS_URL`` (``vyapaar top``), ``VYAPAAR_GATEWAY_URL`` and
+``VYAPAAR_GATEWAY_TOKEN`` (``vyapaar order``: the gateway and a tenant's bearer token).
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-__all__ = ["Settings"]
+from vyapaar_cli.errors import CliError
+
+__all__ = ["Settings", "require"]
 
 
 class Settings:
@@ -24,3 +30,11 @@ class Settings:
     def get(self, name: str, fallback: str | None = None) -> str | None:
         """``$name`` if set and non-empty, else a plugin's default, else ``fallback``."""
         return self._environ.get(name) or self._defaults.get(name) or fallback
+
+
+def require(value: str | None, *, what: str, flag: str, variable: str) -> str:
+    """``value``, or a usage error (exit code 2) that says which flag or variable to set:
+    ``<what>: pass <flag> or set <variable>``."""
+    if not value:
+        raise CliError(f"{what}: pass {flag} or set {variable}", 2)
+    return value
