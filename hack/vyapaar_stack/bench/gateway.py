@@ -170,7 +170,7 @@ def print_table(results: list[KindResult]) -> None:
               f"{r.p99_ms:7.1f} {r.gateway_cpu_ms_per_request:10.2f} {r.errors:6d}")
 
 
-def plot(results: list[KindResult], path: Path) -> None:
+def plot(results: list[KindResult], path: Path, clients: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -189,6 +189,8 @@ def plot(results: list[KindResult], path: Path) -> None:
     right.set_xticks(range(len(kinds)), kinds)
     right.set_title("latency (ms)")
     right.legend()
+    fig.suptitle(f"The gateway on the local stack: {clients} clients back to back, "
+                 f"{os.cpu_count()} CPUs shared with the apiserver")
     fig.savefig(path)
 
 
@@ -213,7 +215,7 @@ def main(config: StackConfig, clients: int, seconds: float, out: Path | None,
                                    "cpus": os.cpu_count(),
                                    "results": [asdict(r) for r in results]}, indent=2) + "\n")
         if plots:
-            plot(results, out.with_suffix(".png"))
+            plot(results, out.with_suffix(".png"), clients)
         print(f"wrote {out}" + (f" and {out.with_suffix('.png')}" if plots else ""))
     return 1 if any(r.errors for r in results) else 0
 
