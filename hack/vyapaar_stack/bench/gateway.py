@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import secrets
-import statistics
 import sys
 import time
 import uuid
@@ -38,6 +37,7 @@ from .. import cluster, system
 from ..config import StackConfig
 from ..processes import Process, http_ok, wait_until
 from .procstat import CLK_TCK, parse_pid_stat
+from .report import percentile
 
 PORT = int(os.environ.get("VYAPAAR_GATEWAY_BENCH_PORT", 28089))
 KINDS = ("create", "replay", "get", "list")
@@ -54,13 +54,6 @@ class KindResult:
     p90_ms: float
     p99_ms: float
     gateway_cpu_ms_per_request: float
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 def spec(sku: str) -> dict[str, Any]:
@@ -156,9 +149,12 @@ class Run:
             await asyncio.gather(*(client(i) for i in range(self.clients)))
             elapsed, cpu = time.monotonic() - t0, _cpu_ticks(pid) - cpu0
         ms = [x * 1000 for x in latencies]
+
+        def rank(q: float) -> float:
+            return round(percentile(ms, q) or 0.0, 1)
+
         return KindResult(kind, len(ms), errors, round(elapsed, 1),
-                          round(len(ms) / elapsed, 1), round(statistics.median(ms), 1),
-                          round(percentile(ms, 0.90), 1), round(percentile(ms, 0.99), 1),
+                          round(len(ms) / elapsed, 1), rank(50), rank(90), rank(99),
                           round(cpu / CLK_TCK * 1000 / max(1, len(ms)), 2))
 
 
