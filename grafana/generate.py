@@ -367,6 +367,21 @@ def services() -> dict[str, Any]:
                    "template and status code.", "reqps",
                    target(rate(HTTP, "service, method, route, status"),
                           "{{service}} {{method}} {{route}} {{status}}")),
+        row("Gateway (the public order API)"),
+        timeseries("Gateway orders created and replayed", "Orders created through the "
+                   "gateway per second, and creates answered with an earlier request's order "
+                   "(same Idempotency-Key), by tenant.", "ops",
+                   target(rate("vyapaar_gateway_orders_created_total", "tenant"),
+                          "{{tenant}} created"),
+                   target(rate("vyapaar_gateway_idempotent_replays_total", "tenant"),
+                          "{{tenant}} replayed")),
+        timeseries("Gateway requests over the rate limit", "Requests refused with 429 per "
+                   "second, by tenant (each token has VYAPAAR_GATEWAY_RATE_LIMIT).", "reqps",
+                   target(rate("vyapaar_gateway_rate_limited_requests_total", "tenant"),
+                          "{{tenant}}")),
+        timeseries("Gateway event streams open", "Server-sent-event streams of order "
+                   "transitions held open now (order pages, storefronts following orders).",
+                   "short", target("sum(vyapaar_gateway_event_streams)", "streams")),
         row("Commands"),
         timeseries("Commands handled by outcome", "Commands consumed per second by each "
                    "service, by outcome (ok, retry, dead_lettered).", "mps",
@@ -424,8 +439,9 @@ def services() -> dict[str, Any]:
                      instant=True), width=24),
     ]
     return dashboard("vyapaar-services", "Vyapaar Nexus / Services",
-                     "The services: HTTP rate, errors and duration; commands; outbox and "
-                     "inbox; database pool; processes.", panels)
+                     "The services and the gateway: HTTP rate, errors and duration; the "
+                     "gateway's orders, rate limits and streams; commands; outbox and inbox; "
+                     "database pool; processes.", panels)
 
 
 # --------------------------------------------------------------------------------------

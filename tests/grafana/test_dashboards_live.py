@@ -1,6 +1,7 @@
 """Every panel query of every dashboard returns data from the real Prometheus after a real run.
 
 The run drives orders through every outcome (completed, declined, undeliverable, cancelled),
+the gateway (an order, its idempotent replay, its event stream, a burst over the rate limit),
 a command delivered twice (inbox duplicate, idempotent replay), a poison reply (dead-letter
 queue) and a stock commit that fails until a database fault is lifted (delayed retries).
 Then each query is evaluated the way Grafana would (a range query, ``$__rate_interval``
@@ -30,7 +31,7 @@ from vyapaar_messaging.envelope import Envelope
 from vyapaar_messaging.topology import EVENTS_EXCHANGE, REPLIES_QUEUE
 from vyapaar_stack import system
 from vyapaar_stack.config import StackConfig
-from vyapaar_stack.testing import System, order_manifest, remove_from_dlq
+from vyapaar_stack.testing import GatewayTenant, System, order_manifest, remove_from_dlq
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +120,7 @@ async def test_every_panel_query_returns_data_after_a_real_run(
     running_system: System, prometheus_url: str,
     http: aiohttp.ClientSession, unique_sku: Callable[[str], str], seed_stock: Any,
     apply_order: Any, wait_for_phase: Any, namespace: str, amqp_url: str, database_url: str,
-    lint: ModuleType,
+    lint: ModuleType, gateway_tenant: GatewayTenant,
 ) -> None:
     await scraped_since_start(http, prometheus_url, running_system.config)
     started = time.time() - 30
@@ -157,6 +158,22 @@ async def test_every_panel_query_returns_data_after_a_real_run(
             for name, (extra, _) in outcomes.items()}
     for name, (_, phase) in outcomes.items():
         assert (await wait_for_phase(name))["status"]["phase"] == phase, name
+
+    # Through the gateway: an order, its replay, its event stream, a burst over the limit.
+    spec = order_manifest("unused", sku=sku)["spec"]
+    for _ in range(2):
+        async with http.post(f"{gateway_tenant.url}/api/v1/orders", json=spec,
+                             headers={**gateway_tenant.headers,
+                                      "Idempotency-Key": "dash"}) as created:
+            assert created.status == 201, await created.text()
+            via_gateway = (await created.json())["name"]
+    async with http.get(f"{gateway_tenant.url}/api/v1/orders/{via_gateway}/events",
+                        headers=gateway_tenant.headers) as stream:
+        await stream.read()  # to its end: the order completes
+    burst = [http.get(f"{gateway_tenant.url}/api/v1/orders?limit=1",
+                      headers=gateway_tenant.headers) for _ in range(60)]
+    statuses = [r.status for r in await asyncio.gather(*burst)]
+    assert 429 in statuses, statuses
 
     marker = uuid.uuid4().hex.encode()
     connection = await aio_pika.connect_robust(amqp_url)
