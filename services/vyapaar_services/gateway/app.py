@@ -33,6 +33,7 @@ from typing import Any, Final
 from aiohttp import web
 from kubernetes_asyncio import client
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from vyapaar_messaging.envelope import TRACEPARENT_ANNOTATION, TRACEPARENT_RE, new_traceparent
 
 from vyapaar_services.common.http import (
@@ -136,8 +137,17 @@ async def tenant_middleware(request: web.Request, handler: _Handler) -> web.Stre
     if tenant.only_order is not None:
         _check_link_scope(request, tenant.only_order)
     request[TENANT] = tenant
-    limits = await gateway.limiter.check(tenant)
-    response = await handler(request)
+    try:
+        limits = await gateway.limiter.check(tenant)
+        response = await handler(request)
+    except RedisError as exc:
+        # Without Redis there is no rate limit to count and no idempotency key to claim. A
+        # create that got as far as the apiserver is safe to retry with its key: the name
+        # the key maps to makes the retry find it.
+        log.warning("Redis unavailable during %s %s: %s", request.method, request.path, exc)
+        raise Problem(503, "Service Unavailable", "Redis (rate limits, idempotency keys) is "
+                      "unavailable; retry shortly.", type_="redis-unavailable",
+                      headers={"Retry-After": "1"}) from None
     if not response.prepared:
         response.headers.update(limits)
     return response

@@ -73,7 +73,9 @@ async def api_client() -> client.ApiClient:
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     else:
-        await config.load_kube_config(client_configuration=configuration)
+        # $KUBECONFIG as it is now (kubernetes-asyncio reads it once, at import)
+        await config.load_kube_config(config_file=os.environ.get("KUBECONFIG"),
+                                      client_configuration=configuration)
     api = client.ApiClient(configuration)
     api.user_agent = USER_AGENT  # the field manager and the audit log's user agent
     # As the operator does (handlers._api_client): kubernetes-asyncio's session trusts the
