@@ -71,14 +71,15 @@ class GatewayTenant:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-def add_gateway_tenant(config: StackConfig, namespace: str, within: float = 15
-                       ) -> GatewayTenant:
+def add_gateway_tenant(config: StackConfig, namespace: str, within: float = 15,
+                       rate_limit: str | None = None) -> GatewayTenant:
     """Give ``namespace`` a tenant and token, and wait until the gateway accepts it."""
     tenant = GatewayTenant(namespace, namespace, secrets.token_urlsafe(24),
                            system.gateway_url(config))
     tenants = [t for t in system.read_tenants(config) if t.get("name") != tenant.name]
-    system.write_tenants(config, [*tenants, {"name": tenant.name, "namespace": namespace,
-                                             "token": tenant.token}])
+    entry = {"name": tenant.name, "namespace": namespace, "token": tenant.token,
+             **({"rateLimit": rate_limit} if rate_limit else {})}
+    system.write_tenants(config, [*tenants, entry])
     request = urllib.request.Request(f"{tenant.url}/api/v1/orders?limit=1",
                                      headers=tenant.headers)
     deadline = time.monotonic() + within

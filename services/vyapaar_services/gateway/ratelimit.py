@@ -1,5 +1,8 @@
 """Rate limits per token, shared by every gateway replica through Redis.
 
+Each tenant gets ``VYAPAAR_GATEWAY_RATE_LIMIT``, or the ``rateLimit`` of its entry in the
+tokens file.
+
 The ``limits`` library does the counting (a sliding window counter: two Redis keys per
 window and tenant, no per-request entries, and no burst of twice the limit at a window
 edge as a fixed window allows). A refused request gets 429 with ``Retry-After`` (whole
@@ -26,6 +29,7 @@ __all__ = ["RateLimiter"]
 class RateLimiter:
     def __init__(self, redis_url: str, rate: str) -> None:
         self.items: list[RateLimitItem] = parse_many(rate)
+        self._own: dict[str, list[RateLimitItem]] = {}  # tenants' own limits, parsed
         self._storage = RedisStorage(
             "async+" + redis_url, implementation="redispy", key_prefix="vyapaar:gateway:rate",
         )
@@ -38,7 +42,7 @@ class RateLimiter:
         customers watching their orders never use up the storefront's."""
         bucket = f"{tenant.name}:links" if tenant.only_order else tenant.name
         headers: dict[str, str] = {}
-        for item in self.items:
+        for item in self._items_of(tenant):
             allowed = await self._limiter.hit(item, bucket)
             stats = await self._limiter.get_window_stats(item, bucket)
             reset = max(1, math.ceil(stats.reset_time - time.time()))
@@ -57,5 +61,9 @@ class RateLimiter:
                            "RateLimit-Reset": str(reset)}
         return headers
 
-    async def check_storage(self) -> bool:
-        return bool(await self._storage.check())
+    def _items_of(self, tenant: Tenant) -> list[RateLimitItem]:
+        if not tenant.rate_limit:
+            return self.items
+        if tenant.rate_limit not in self._own:
+            self._own[tenant.rate_limit] = parse_many(tenant.rate_limit)
+        return self._own[tenant.rate_limit]

@@ -9,6 +9,7 @@ The tokens live in a YAML file, in a pod a mounted Secret (``tokens.yaml``)::
       - name: storefront-b
         namespace: shop-b
         token: s3cret               # or the token itself
+        rateLimit: 100/second       # optional: instead of VYAPAAR_GATEWAY_RATE_LIMIT
 
 A tenant sees only its namespace: another tenant's order is simply not found (404), so
 a token cannot even learn which names exist elsewhere. A tenant's read-only link to one
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import yaml
+from limits import parse_many
 
 from vyapaar_services.common.config import ConfigError
 from vyapaar_services.common.http import Problem
@@ -52,6 +54,8 @@ class Tenant:
     namespace: str
     only_order: str | None = None
     """Set for a read-only link's token (:mod:`.links`): the one order it may read."""
+    rate_limit: str | None = None
+    """Its own rate limit (``limits`` notation), else the gateway's."""
 
 
 def token_sha256(token: str) -> str:
@@ -81,10 +85,17 @@ def parse_tenants(document: Any) -> dict[str, Tenant]:
             digest = token_sha256(token)
         elif not isinstance(digest, str) or not _SHA256.match(digest.lower()):
             raise ConfigError(f"{where}.tokenSha256 must be 64 hex digits")
+        rate = entry.get("rateLimit")
+        if rate is not None:
+            try:
+                parse_many(str(rate))
+            except ValueError:
+                raise ConfigError(f"{where}.rateLimit must be like '20/second', got {rate!r}"
+                                  ) from None
         digest = str(digest).lower()
         if digest in tokens:
             raise ConfigError(f"{where} repeats the token of tenant {tokens[digest].name!r}")
-        tokens[digest] = Tenant(name, namespace)
+        tokens[digest] = Tenant(name, namespace, rate_limit=None if rate is None else str(rate))
     return tokens
 
 
@@ -162,7 +173,8 @@ class TokenRegistry:
         if digest is None or claims is None:
             return None
         tenant = self._tokens[digest]
-        return Tenant(tenant.name, tenant.namespace, only_order=claims.order)
+        return Tenant(tenant.name, tenant.namespace, only_order=claims.order,
+                      rate_limit=tenant.rate_limit)
 
     def link_token(self, tenant: Tenant, order: str, ttl_seconds: int) -> str:
         """A read-only token for ``order`` of ``tenant``, valid ``ttl_seconds``."""

@@ -275,6 +275,26 @@ async def test_a_burst_beyond_the_rate_limit_gets_429_with_retry_after(
     assert {r.status for r in responses} <= {200, 429}
 
 
+async def test_a_tenant_with_a_rate_limit_of_its_own_gets_that_limit(
+    running_system: System, kubectl: Any, http: aiohttp.ClientSession,
+) -> None:
+    namespace = f"t-{uuid.uuid4().hex[:10]}"
+    kubectl("create", "namespace", namespace)
+    tenant = add_gateway_tenant(running_system.config, namespace, rate_limit="3/minute")
+    try:
+        statuses, limits = [], set()
+        for _ in range(5):
+            async with http.get(f"{tenant.url}/api/v1/orders?limit=1",
+                                headers=tenant.headers) as response:
+                statuses.append(response.status)
+                limits.add(response.headers["RateLimit-Limit"])
+        assert statuses[-1] == 429 and statuses.count(200) <= 3, statuses
+        assert limits == {"3"}
+    finally:
+        remove_gateway_tenant(running_system.config, tenant)
+        kubectl("delete", "namespace", namespace, "--wait=false")
+
+
 @pytest.mark.parametrize(("body", "content_type", "status", "field"), [
     (b'{"customer": ', "application/json", 400, None),
     (json.dumps({**order_body("SKU-X1"), "currency": "XYZ"}).encode(), "application/json",

@@ -41,6 +41,13 @@ def test_a_token_maps_to_its_tenant_by_hash_or_in_plain() -> None:
     assert tokens[token_sha256("b-token-of-16-chars")] == Tenant("b", "shop-b")
 
 
+def test_a_tenant_may_have_a_rate_limit_of_its_own() -> None:
+    tokens = parse_tenants({"tenants": [
+        {"name": "a", "namespace": "shop-a", "token": "a-token-of-16-chars",
+         "rateLimit": "100/second"}]})
+    assert tokens[token_sha256("a-token-of-16-chars")].rate_limit == "100/second"
+
+
 @pytest.mark.parametrize(("document", "message"), [
     ({}, "'tenants' list"),
     ({"tenants": [{"name": "a", "namespace": "Shop_A", "token": "x" * 16}]}, "namespace"),
@@ -49,6 +56,8 @@ def test_a_token_maps_to_its_tenant_by_hash_or_in_plain() -> None:
     ({"tenants": [{"name": "a", "namespace": "a", "tokenSha256": "zz"}]}, "64 hex"),
     ({"tenants": [{"name": "a", "namespace": "a", "token": "x" * 16},
                   {"name": "b", "namespace": "b", "token": "x" * 16}]}, "repeats the token"),
+    ({"tenants": [{"name": "a", "namespace": "a", "token": "x" * 16, "rateLimit": "lots"}]},
+     "rateLimit"),
 ])
 def test_a_bad_tokens_file_is_refused_with_what_is_wrong(document: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
