@@ -9,10 +9,12 @@ The gateway's tenants are in .state/gateway/tokens.yaml (it re-reads the file wh
 changes): the demo tenant, whose token is made once and kept in .state/gateway/demo-token,
 and whatever tenants the tests add for their own namespaces (and take out again).
 
-The gateway talks to the apiserver as the chart's gateway ServiceAccount, with exactly
-the chart's RBAC (applied from the kustomize base, which is rendered from the chart) and a
-token of that ServiceAccount in .state/gateway/kubeconfig: what passes on the local stack
-passes with the permissions a cluster install grants, and no more.
+The gateway talks to the apiserver as a ServiceAccount with exactly the chart's gateway
+RBAC (its rules read from the kustomize base, which is rendered from the chart) and a token
+of that ServiceAccount in .state/gateway/kubeconfig: what passes on the local stack passes
+with the permissions a cluster install grants, and no more. The objects have names of the
+local stack's own, so that installing and removing the chart or the kustomize base on the
+same cluster (the tests do) leaves the local gateway's identity alone.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 import yaml
 
 from . import cluster
-from .chart import BASE_NAMESPACE, BASE_RELEASE, KUSTOMIZE_BASE
+from .chart import BASE_RELEASE, KUSTOMIZE_BASE
 from .config import StackConfig
 from .infra import register_scrape_target
 from .processes import Process, http_ok, wait_until
@@ -152,19 +154,38 @@ def write_tenants(config: StackConfig, tenants: list[dict[str, Any]]) -> None:
 
 
 #: the chart's gateway identity, as the kustomize base renders it
-GATEWAY_ACCOUNT = f"{BASE_RELEASE}-gateway"
+BASE_GATEWAY = f"{BASE_RELEASE}-gateway"
 GATEWAY_RBAC = ("serviceaccount", "clusterrole", "clusterrolebinding")
+#: the local gateway's identity: the same RBAC under names no install of the chart uses
+GATEWAY_ACCOUNT = "vyapaar-local-gateway"
+GATEWAY_NAMESPACE = "vyapaar-local"
 #: how long the gateway's ServiceAccount token lasts; every gateway start makes a new one
 GATEWAY_TOKEN_HOURS = 24 * 7
 
 
-def gateway_kubeconfig(config: StackConfig) -> Path:
-    """A kubeconfig for the chart's gateway ServiceAccount, its RBAC applied first."""
-    cluster.kubectl(config, "create", "namespace", BASE_NAMESPACE, check=False)
+def gateway_rbac() -> list[dict[str, Any]]:
+    """The chart's gateway ServiceAccount, ClusterRole and binding, renamed for the stack."""
+    objects = []
     for kind in GATEWAY_RBAC:
-        cluster.kubectl(config, "apply", "-f",
-                        str(KUSTOMIZE_BASE / f"{kind}-{GATEWAY_ACCOUNT}.yaml"))
-    token = cluster.kubectl(config, "create", "token", GATEWAY_ACCOUNT, "-n", BASE_NAMESPACE,
+        obj = yaml.safe_load((KUSTOMIZE_BASE / f"{kind}-{BASE_GATEWAY}.yaml").read_text())
+        obj["metadata"]["name"] = GATEWAY_ACCOUNT
+        obj["metadata"]["labels"] = {"app.kubernetes.io/part-of": "vyapaar-local-stack"}
+        if obj["kind"] == "ServiceAccount":
+            obj["metadata"]["namespace"] = GATEWAY_NAMESPACE
+        if obj["kind"] == "ClusterRoleBinding":
+            obj["roleRef"]["name"] = GATEWAY_ACCOUNT
+            obj["subjects"] = [{"kind": "ServiceAccount", "name": GATEWAY_ACCOUNT,
+                                "namespace": GATEWAY_NAMESPACE}]
+        objects.append(obj)
+    return objects
+
+
+def gateway_kubeconfig(config: StackConfig) -> Path:
+    """A kubeconfig for the local gateway's ServiceAccount, its RBAC applied first."""
+    cluster.kubectl(config, "create", "namespace", GATEWAY_NAMESPACE, check=False)
+    cluster.kubectl(config, "apply", "-f", "-",
+                    input=yaml.safe_dump_all(gateway_rbac(), sort_keys=False))
+    token = cluster.kubectl(config, "create", "token", GATEWAY_ACCOUNT, "-n", GATEWAY_NAMESPACE,
                             f"--duration={GATEWAY_TOKEN_HOURS}h").stdout.strip()
     admin = yaml.safe_load(config.kubeconfig.read_text())
     server = admin["clusters"][0]["cluster"]
