@@ -82,14 +82,14 @@ def kubectl(
     return result
 
 
-def _cluster_dir(config: StackConfig) -> Path:
+def cluster_dir(config: StackConfig) -> Path:
     return config.state_dir / "kwok" / "clusters" / config.cluster_name
 
 
 def pki_dir(config: StackConfig) -> Path:
     """kwokctl's PKI: `ca.crt`/`ca.key` (the cluster CA) and `admin.crt`/`admin.key` (the one
     certificate kwokctl gives every component, also kube-apiserver's serving certificate)."""
-    return _cluster_dir(config) / "pki"
+    return cluster_dir(config) / "pki"
 
 
 #: What kube-apiserver and the kwok controller need for a real node, as kwokctl
@@ -142,7 +142,7 @@ def node_ready_problems(config: StackConfig) -> list[str]:
     """Why this cluster cannot take a real node (empty when it can): clusters created
     before the node settings existed, or with another node address, lack some."""
     try:
-        saved = (_cluster_dir(config) / "kwok.yaml").read_text()
+        saved = (cluster_dir(config) / "kwok.yaml").read_text()
     except FileNotFoundError:
         return ["no cluster"]
     problems = [
@@ -162,7 +162,7 @@ def node_ready_problems(config: StackConfig) -> list[str]:
 
 
 def exists(config: StackConfig) -> bool:
-    return (_cluster_dir(config) / "kwok.yaml").exists()
+    return (cluster_dir(config) / "kwok.yaml").exists()
 
 
 def ready(config: StackConfig) -> bool:
@@ -220,7 +220,7 @@ def up(config: StackConfig, timeout: float = 180.0) -> None:
         if time.monotonic() > deadline:
             raise StackError(
                 f"kube-apiserver not ready after {timeout:.0f}s; logs in "
-                f"{_cluster_dir(config) / 'logs'}"
+                f"{cluster_dir(config) / 'logs'}"
             )
         time.sleep(0.5)
     _ensure_fake_nodes(config)

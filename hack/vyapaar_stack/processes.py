@@ -10,6 +10,7 @@ whatever it forked (RabbitMQ's Erlang VM, PostgreSQL's backends).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -63,6 +64,11 @@ class Process:
     def is_running(self) -> bool:
         return self.pid() is not None
 
+    @property
+    def launch_file(self) -> Path:
+        """How it was last started (argv, full environment, cwd, user): `relaunch` reads it."""
+        return self.run_dir / f"{self.name}.launch.json"
+
     def start(
         self,
         argv: Sequence[str],
@@ -72,6 +78,21 @@ class Process:
         user: str | None = None,
     ) -> int:
         """Start `argv` detached unless it already runs; return its pid."""
+        return self._launch(list(argv), {**os.environ, **(env or {})},
+                            str(cwd) if cwd else None, user)
+
+    def relaunch(self) -> int:
+        """Start it again exactly as it was last started: the same command, environment and
+        log file (a restart must not silently change its settings)."""
+        try:
+            record = json.loads(self.launch_file.read_text())
+        except FileNotFoundError:
+            raise StackError(f"{self.name} was never started here; start the stack first"
+                             ) from None
+        return self._launch(record["argv"], record["env"], record["cwd"], record["user"])
+
+    def _launch(self, argv: list[str], env: dict[str, str], cwd: str | None,
+                user: str | None) -> int:
         existing = self.pid()
         if existing is not None:
             return existing
@@ -80,17 +101,33 @@ class Process:
             log.write(f"\n--- start {time.strftime('%Y-%m-%dT%H:%M:%S')}: {argv}\n".encode())
             log.flush()
             proc = subprocess.Popen(
-                list(argv),
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **(env or {})},
+                env=env,
                 cwd=cwd,
                 user=user,
                 start_new_session=True,
             )
         self.pid_file.write_text(str(proc.pid))
+        record = {"argv": argv, "env": env, "cwd": cwd, "user": user}
+        self.launch_file.touch(mode=0o600)  # the environment may hold credentials
+        self.launch_file.write_text(json.dumps(record, indent=1))
         return proc.pid
+
+    def signal(self, sig: signal.Signals) -> bool:
+        """Send `sig` to the whole process group (SIGKILL: no graceful shutdown; SIGSTOP and
+        SIGCONT: freeze and thaw). True if it was running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        _signal_group(pid, sig)
+        if sig is signal.SIGKILL:
+            while _group_alive(pid):
+                time.sleep(0.05)
+            self.pid_file.unlink(missing_ok=True)
+        return True
 
     def stop(self, timeout: float = 20.0) -> bool:
         """SIGTERM the process group, then SIGKILL after `timeout`. True if it was running."""
@@ -98,6 +135,7 @@ class Process:
         if pid is None:
             return False
         _signal_group(pid, self.stop_signal)
+        _signal_group(pid, signal.SIGCONT)  # a frozen (SIGSTOPped) process acts on it only now
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and _group_alive(pid):
             time.sleep(0.1)
