@@ -211,7 +211,13 @@ def wait_until() -> Callable[..., Awaitable[None]]:
 
 @pytest.fixture(scope="session")
 def running_system(local_infra: StackConfig, crds: Path) -> Iterator[System]:
+    """The services, the gateway and an operator with the tests' short timeouts.
+
+    A system that was running before (the demo's) is put back as it was afterwards: the
+    tests' operator must not stay behind in its place.
+    """
     config = local_infra
+    was_running = all(system.status(config).values())
     system.down(config)  # start from this code, with the test settings
     for name in system.SERVICES:
         system.start_service(config, name)
@@ -222,6 +228,9 @@ def running_system(local_infra: StackConfig, crds: Path) -> Iterator[System]:
     system.start_operator(config, OPERATOR_ENV)
     system.wait_operator(config)
     yield System(config)
+    system.down(config)
+    if was_running:
+        system.up(config)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from vyapaar_messaging.consumer import (
     ORIGINAL_QUEUE_HEADER,
     Consumer,
     Handler,
+    Ignored,
     PermanentError,
     TransientError,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "Envelope",
     "EnvelopeError",
     "Handler",
+    "Ignored",
     "PermanentError",
     "PublishFailed",
     "Publisher",

@@ -20,6 +20,9 @@ Per message:
 2. The handler runs (cancelled after ``handler_timeout`` seconds, which counts as a
    transient failure). Success -> ack (only now: the handler has committed its work).
 3. :class:`PermanentError` -> ``Q.dlq`` (reason ``permanent``) and ack.
+   :class:`Ignored` -> ack, logged with its reason and counted (outcome ``ignored``): a
+   well-formed message about something the handler does not know (a reply for an Order that
+   no longer exists), which no retry or redrive can change.
 4. Any other exception -> republished to the delay queue of the current tier
    (``Q.retry.1s``, ``Q.retry.5s``, ...) with ``x-vyapaar-attempt`` incremented, then acked;
    when the TTL expires the broker dead-letters it back to ``Q``. After the last tier the
@@ -71,6 +74,7 @@ __all__ = [
     "ORIGINAL_QUEUE_HEADER",
     "Consumer",
     "Handler",
+    "Ignored",
     "PermanentError",
     "TransientError",
 ]
@@ -96,6 +100,11 @@ _MAX_ERROR_LEN: Final = 2000
 
 class PermanentError(Exception):
     """Raise from a handler: the message can never succeed; dead-letter it now."""
+
+
+class Ignored(Exception):
+    """Raise from a handler: the message is well formed but about nothing the handler knows
+    (e.g. an Order deleted meanwhile); ack it, log why, count it as ``ignored``."""
 
 
 class TransientError(Exception):
@@ -297,6 +306,11 @@ class Consumer:
                 log.warning("permanent failure of %s: %s", envelope.type, exc)
                 await self._dead_letter(message, "permanent", str(exc), attempt, type_label)
                 return
+            except Ignored as exc:
+                self._observe(started, type_label)
+                log.info("ignored %s %s: %s", envelope.type, envelope.id, exc)
+                await self._ack(message, envelope, queue, type_label, "ignored")
+                return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -325,13 +339,17 @@ class Consumer:
                     await self._dead_letter(message, "exhausted", error, attempt, type_label)
                 return
             self._observe(started, type_label)
-            try:
-                await message.ack()
-            except Exception:
-                # The work is committed; the broker will redeliver and the inbox dedupes.
-                log.warning("ack of %s failed; it will be redelivered", envelope.id)
-                return
-            metrics.MESSAGES_CONSUMED.labels(queue, type_label, "ok").inc()
+            await self._ack(message, envelope, queue, type_label, "ok")
+
+    async def _ack(self, message: AbstractIncomingMessage, envelope: Envelope, queue: str,
+                   type_label: str, outcome: str) -> None:
+        try:
+            await message.ack()
+        except Exception:
+            # The work is committed; the broker will redeliver and the inbox dedupes.
+            log.warning("ack of %s failed; it will be redelivered", envelope.id)
+            return
+        metrics.MESSAGES_CONSUMED.labels(queue, type_label, outcome).inc()
 
     def _observe(self, started: float, type_label: str) -> None:
         metrics.MESSAGE_HANDLING_DURATION.labels(self.queue_name, type_label).observe(

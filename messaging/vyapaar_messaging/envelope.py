@@ -8,7 +8,11 @@ Wire form (JSON body, ``content_type=application/json``, persistent delivery mod
      "subject": "<namespace>/<name>", "idempotencyKey": "<order uid>:<step>",
      "time": "2025-01-01T12:00:00.000000Z",
      "traceparent": "00-<32 hex trace id>-<16 hex span id>-01",
+     "expires": "2025-01-01T12:00:37.000000Z" or null,
      "payload": {...}}
+
+``expires`` (optional) is when the sender stops waiting for the command's effect: a receiver
+must not act on it later (the saga may be undoing it). Replies do not expire.
 
 Build a command with :meth:`Envelope.create`, a reply with :meth:`Envelope.reply`, turn it
 into an AMQP message with :meth:`Envelope.to_message` and back with
@@ -94,6 +98,7 @@ class Envelope(BaseModel):
     idempotency_key: str = Field(alias="idempotencyKey", min_length=1, max_length=300)
     time: datetime
     traceparent: str
+    expires: datetime | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
 
     # -- validation ---------------------------------------------------------------------
@@ -107,11 +112,13 @@ class Envelope(BaseModel):
             raise ValueError("id must be a UUID") from None
         return value
 
-    @field_validator("time")
+    @field_validator("time", "expires")
     @classmethod
-    def _check_time(cls, value: datetime) -> datetime:
+    def _check_time(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
         if value.tzinfo is None:
-            raise ValueError("time must carry a UTC offset (RFC 3339)")
+            raise ValueError("times must carry a UTC offset (RFC 3339)")
         return value.astimezone(UTC)
 
     @field_validator("traceparent")
@@ -122,9 +129,9 @@ class Envelope(BaseModel):
             raise ValueError("traceparent must be a W3C traceparent 00-<32 hex>-<16 hex>-<2 hex>")
         return value
 
-    @field_serializer("time")
-    def _serialize_time(self, value: datetime) -> str:
-        return _rfc3339(value)
+    @field_serializer("time", "expires")
+    def _serialize_time(self, value: datetime | None) -> str | None:
+        return None if value is None else _rfc3339(value)
 
     # -- construction ---------------------------------------------------------------------
 
@@ -139,6 +146,7 @@ class Envelope(BaseModel):
         causation_id: str | None = None,
         traceparent: str | None = None,
         message_type: str | None = None,
+        expires: datetime | None = None,
     ) -> Envelope:
         """A new envelope for a contract payload model (type derived from the model).
 
@@ -155,6 +163,7 @@ class Envelope(BaseModel):
             idempotency_key=idempotency_key,
             time=datetime.now(UTC),
             traceparent=traceparent or new_traceparent(),
+            expires=expires,
             payload=payload.model_dump(by_alias=True, mode="json"),
         )
 
@@ -182,6 +191,10 @@ class Envelope(BaseModel):
     @property
     def span_id(self) -> str:
         return self.traceparent.split("-")[2]
+
+    def has_expired(self, now: datetime | None = None) -> bool:
+        """The sender stopped waiting for this command (see ``expires``)."""
+        return self.expires is not None and (now or datetime.now(UTC)) > self.expires
 
     @property
     def step(self) -> str:

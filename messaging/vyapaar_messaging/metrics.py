@@ -56,7 +56,7 @@ MESSAGES_PUBLISHED: Final = Counter(
 )
 MESSAGES_CONSUMED: Final = Counter(
     "vyapaar_messages_consumed",
-    "Messages consumed, by queue, type and outcome (ok|retry|dead_lettered).",
+    "Messages consumed, by queue, type and outcome (ok|ignored|retry|dead_lettered).",
     ["queue", "type", "outcome"],
 )
 MESSAGES_REDELIVERED: Final = Counter(

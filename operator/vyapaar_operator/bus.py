@@ -55,6 +55,7 @@ def envelope_for(obj: Mapping[str, Any], command: saga.Command) -> Envelope:
         idempotency_key=command.idempotency_key,
         time=datetime.now(UTC),
         traceparent=new_traceparent(order_trace_id(meta)),
+        expires=command.expires,
         payload=payload.model_dump(by_alias=True, mode="json"),
     )
 

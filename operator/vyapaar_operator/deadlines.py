@@ -13,11 +13,17 @@ import heapq
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from vyapaar_operator.orders import OrderRef
+from vyapaar_messaging.outage import OutageLog
+
+from vyapaar_operator.orders import OrderRef, apiserver_unavailable
 
 log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 2.0
+"""A tick that failed (the apiserver away) comes again this much later: its deadline was
+taken off the heap, and nothing else would bring the saga back."""
 
 
 class Deadlines:
@@ -26,6 +32,7 @@ class Deadlines:
         self._heap: list[tuple[datetime, int, OrderRef]] = []
         self._seq = itertools.count()
         self._changed = asyncio.Event()
+        self._failing = OutageLog(log, "deadline ticks (reading and writing Orders)")
 
     def set(self, ref: OrderRef, when: datetime | None) -> None:
         if when is None:
@@ -69,8 +76,15 @@ class Deadlines:
             async with limit:
                 try:
                     await on_due(ref)
-                except Exception:
-                    log.exception("tick for %s failed", ref)
+                except Exception as exc:
+                    if apiserver_unavailable(exc):
+                        self._failing.failed(f"{ref}: {type(exc).__name__}: {exc}")
+                    else:
+                        log.exception("tick for %s failed; retrying in %gs", ref, RETRY_SECONDS)
+                    if ref not in self._due:  # unless a newer deadline came meanwhile
+                        self.set(ref, datetime.now(UTC) + timedelta(seconds=RETRY_SECONDS))
+                else:
+                    self._failing.succeeded()
 
         while True:
             now = datetime.now(UTC)

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from vyapaar_messaging.metrics import message_type_label
+from vyapaar_messaging.outage import OutageLog
+
 from vyapaar_operator import metrics, saga
 from vyapaar_operator.admission import Admission
 from vyapaar_operator.deadlines import Deadlines
@@ -141,6 +144,8 @@ class SagaEngine:
         self._finished: collections.OrderedDict[OrderRef, Mapping[str, Any]] = (
             collections.OrderedDict()
         )
+        self._background: set[asyncio.Task[None]] = set()
+        self._publishing = OutageLog(log, "publishing commands to RabbitMQ")
         metrics.IN_FLIGHT_LIMIT.set(self.admission.limit)
 
     def _is_stale(self, ref: OrderRef, seen: Mapping[str, Any]) -> bool:
@@ -245,8 +250,9 @@ class SagaEngine:
         for before, event, decision in observed:
             metrics.observe_decision(before, event, decision,
                                      changed=changed and decision.state != before)
-        for command in commands:
-            await self._publish(obj, command)
+        unsent = [command for command in commands if not await self._publish(obj, command)]
+        if unsent:
+            self._record_unsent(ref, unsent)
         for transition in transitions:
             metrics.TRANSITIONS.labels(transition.reason, transition.type).inc()
             if transition.announced:
@@ -273,13 +279,35 @@ class SagaEngine:
             obj = await self.store.set_finalizer(obj, wanted)
         return obj
 
-    async def _publish(self, obj: Mapping[str, Any], command: saga.Command) -> None:
+    async def _publish(self, obj: Mapping[str, Any], command: saga.Command) -> bool:
+        """Publish; False if the broker did not take it (the saga then learns NotSent)."""
         try:
             await self.bus.send(obj, command)
-        except Exception:
-            # The intent is in the status with a deadline: the next Tick re-sends it.
-            log.exception("publishing %s for %s failed; the deadline will retry it",
-                          command.message_type, ref_of(dict(obj)))
+        except Exception as exc:
+            self._publishing.failed(f"{command.message_type} for {ref_of(dict(obj))}: {exc}")
+            return False
+        self._publishing.succeeded()
+        return True
+
+    def _record_unsent(self, ref: OrderRef, commands: list[saga.Command]) -> None:
+        """Tell the saga, in a write after this one, which commands never left: they go out
+        again after a pause without using up an attempt.  Should that write fail too, the
+        step's deadline still fires (and then counts the attempt): nothing is lost."""
+
+        def not_sent(command: saga.Command) -> EventFactory:
+            return lambda obj, state: saga.NotSent(
+                step=command.step, compensation=command.compensation,
+                attempt=command.attempt, now=utcnow())
+
+        async def record() -> None:
+            try:
+                await asyncio.gather(*(self.apply(ref, not_sent(c)) for c in commands))
+            except Exception as exc:
+                log.warning("recording unsent commands of %s failed: %s", ref, exc)
+
+        task = asyncio.create_task(record())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _track(self, obj: Mapping[str, Any], state: saga.SagaState) -> None:
         ref = ref_of(dict(obj))
@@ -335,15 +363,26 @@ class SagaEngine:
     async def on_reply(
         self, ref: OrderRef, *, message_type: str, idempotency_key: str,
         payload: Mapping[str, Any], message_id: str, correlation_id: str,
-    ) -> None:
+    ) -> bool:
+        """Apply a service's reply; False if it is about no existing Order (deleted, or an
+        earlier Order of the same name): then nothing was changed."""
+        found = False
+
         def reply(obj: Mapping[str, Any], state: saga.SagaState) -> saga.Event | None:
+            nonlocal found
             if obj["metadata"]["uid"] != correlation_id:
                 return None  # a reply for an earlier Order of the same name
+            found = True
             return saga.Reply(now=utcnow(), message_type=message_type,
                               idempotency_key=idempotency_key, payload=payload,
                               message_id=message_id)
 
-        await self.apply(ref, reply, hold=self.reply_hold if self._may_wait(ref, reply) else 0.0)
+        hold = self.reply_hold if self._may_wait(ref, reply) else 0.0
+        found = False  # as the Order is read now, not as _may_wait remembered it
+        await self.apply(ref, reply, hold=hold)
+        if not found:
+            metrics.REPLIES.labels(message_type_label(message_type), "ignored").inc()
+        return found
 
     def _may_wait(self, ref: OrderRef, reply: EventFactory) -> bool:
         """A reply that starts nothing (no command, not the end) while another reply is due

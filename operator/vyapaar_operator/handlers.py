@@ -20,6 +20,7 @@ import aiohttp
 import kopf
 import prometheus_client
 from kubernetes_asyncio import client, config
+from vyapaar_messaging.outage import OutageLog
 from vyapaar_messaging.publisher import Publisher
 from vyapaar_messaging.topology import Topology, declare_topology
 
@@ -29,7 +30,15 @@ from vyapaar_operator.bus import RabbitCommandBus
 from vyapaar_operator.deadlines import Deadlines
 from vyapaar_operator.engine import SagaEngine, utcnow
 from vyapaar_operator.events import KubernetesEventRecorder
-from vyapaar_operator.orders import GROUP, PLURAL, VERSION, OrderStore, ref_of
+from vyapaar_operator.orders import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    OrderRef,
+    OrderStore,
+    apiserver_unavailable,
+    ref_of,
+)
 from vyapaar_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -103,6 +112,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.connection = connection
     memo.engine = engine
     memo.seen = set()
+    memo.retrying = set()
+    memo.apiserver = OutageLog(log, "applying watch events (the apiserver)")
     memo.tasks = [
         asyncio.create_task(deadlines.run(engine.on_tick), name="deadlines"),
         asyncio.create_task(engine.admit_queued(), name="admission"),
@@ -148,6 +159,36 @@ async def order_changed(type: str | None, body: kopf.Body, memo: kopf.Memo,
         resumed = isinstance(event, saga.Resume)
         return event
 
-    await engine.apply(ref, implied, seen=obj)
+    try:
+        await engine.apply(ref, implied, seen=obj)
+    except Exception as exc:
+        if not apiserver_unavailable(exc):
+            raise
+        # The watch will not bring this version again: apply it once the apiserver is back.
+        memo.apiserver.failed(f"{ref}: {exc.__class__.__name__}: {exc}")
+        task = asyncio.create_task(_apply_later(engine, ref, implied, memo.apiserver))
+        memo.retrying.add(task)
+        task.add_done_callback(memo.retrying.discard)
+        return
+    memo.apiserver.succeeded()
     if resumed:
         await engine.store.remove_annotation(ref, observe.RESUME_ANNOTATION)
+
+
+async def _apply_later(engine: SagaEngine, ref: OrderRef, implied: Any,
+                       outage: OutageLog) -> None:
+    """Apply an observed change again, reading the Order afresh, until the apiserver takes it."""
+    delay = 1.0
+    while True:
+        await asyncio.sleep(delay)
+        try:
+            await engine.apply(ref, implied)
+        except Exception as exc:
+            if not apiserver_unavailable(exc):
+                log.exception("applying %s failed", ref)
+                return
+            outage.failed(f"{ref}: {type(exc).__name__}: {exc}")
+            delay = min(delay * 2, 15.0)
+            continue
+        outage.succeeded()
+        return

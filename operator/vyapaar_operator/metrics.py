@@ -104,7 +104,8 @@ COMPENSATION_FAILURES = Counter(
 RETRIES = Counter(
     "vyapaar_saga_retries",
     "Commands sent again, by step, kind (forward|compensation) and reason "
-    "(timeout: no reply before the deadline; recovery: re-sent after an operator restart).",
+    "(timeout: no reply before the deadline; recovery: re-sent after an operator restart; "
+    "unpublished: published again after the broker did not take it, same attempt).",
     ["step", "kind", "reason"],
 )
 TIMEOUTS = Counter(
@@ -148,6 +149,9 @@ STATUS_CONFLICTS = Counter(
 )
 
 
+RETRY_REASONS = ("timeout", "recovery", "unpublished")
+
+
 def _initialise() -> None:
     """Create every series whose labels are known, at zero."""
     for outcome in OUTCOMES:
@@ -160,13 +164,13 @@ def _initialise() -> None:
         for step_outcome in STEP_OUTCOMES:
             STEP_DURATION.labels(name, step_outcome)
         TIMEOUTS.labels(name, "forward")
-        for reason in ("timeout", "recovery"):
+        for reason in RETRY_REASONS:
             RETRIES.labels(name, "forward", reason)
         if step.compensation is None:
             continue
         TIMEOUTS.labels(name, "compensation")
         COMPENSATION_FAILURES.labels(name)
-        for reason in ("timeout", "recovery"):
+        for reason in RETRY_REASONS:
             RETRIES.labels(name, "compensation", reason)
         for result in ("undone", "noop"):
             COMPENSATIONS_DONE.labels(name, result)
@@ -357,6 +361,10 @@ def _observe_steps(before: saga.SagaState, event: saga.Event, decision: saga.Dec
         if old == new:
             continue
         expired = old.deadline is not None and old.deadline <= now
+        if (old.unsent and not new.unsent and new.waiting and new.state is old.state
+                and not isinstance(event, saga.Recover)):  # that counts as a recovery
+            kind = "compensation" if new.state is StepState.COMPENSATING else "forward"
+            RETRIES.labels(new.name, kind, "unpublished").inc()
         # Forward: re-sent after a timeout; settled; given up on.
         if new.attempts > old.attempts >= 1:
             RETRIES.labels(new.name, "forward", "timeout").inc()

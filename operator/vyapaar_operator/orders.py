@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -27,6 +28,14 @@ MERGE_PATCH = "application/merge-patch+json"
 
 class Conflict(Exception):
     """The object changed since it was read (HTTP 409); re-read and decide again."""
+
+
+def apiserver_unavailable(exc: BaseException) -> bool:
+    """The apiserver could not be reached, or is overloaded or restarting (429, 5xx): the
+    same request will do later."""
+    if isinstance(exc, ApiException):
+        return exc.status is not None and (exc.status == 429 or exc.status >= 500)
+    return isinstance(exc, aiohttp.ClientError | OSError | TimeoutError)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,10 @@ operator writes ``Decision.state.to_status()`` to the Order's status *first* and
 publishes the commands *after*; a step is therefore marked in flight (attempt,
 ``sentAt``, ``deadline``) before its command can exist anywhere else, which
 makes the status the operator's outbox: after a crash, :class:`Recover`
-re-sends whatever the status says is in flight.
+re-sends whatever the status says is in flight.  A command the broker did not
+take (:class:`NotSent`) never left the operator: its outcome is known, so it is
+published again after a pause without using up one of the step's attempts -- an
+outage of the broker costs time, not orders.
 
 Every command carries the idempotency key ``"{order_uid}:{step}"``.  Retries
 re-send the same key, and a compensation carries the key of the step it undoes,
@@ -435,6 +438,11 @@ class Step:
     tracking_id: str | None = None
     notification_id: str | None = None
     compensation_noop: bool | None = None
+    unsent: bool = False
+    """The command in flight never reached the broker; ``deadline`` is when to publish it
+    again (the same attempt), not when it counts as lost."""
+    publish_failures: int = 0
+    """Failed publishes of the attempt in flight; the pause before the next doubles with each."""
 
     @property
     def definition(self) -> StepDefinition:
@@ -530,6 +538,8 @@ class SagaState:
         return next((c for c in self.conditions if c.type == type_), None)
 
     def with_step(self, step: Step) -> SagaState:
+        if not step.waiting and (step.unsent or step.publish_failures):
+            step = replace(step, unsent=False, publish_failures=0)  # only a waiting step has it
         return replace(self, steps=tuple(step if s.name == step.name else s for s in self.steps))
 
     def to_status(self) -> dict[str, Any]:
@@ -654,8 +664,24 @@ class Resume:
     now: datetime
 
 
+@dataclass(frozen=True, kw_only=True)
+class NotSent:
+    """Publishing a command failed: the broker refused it or could not be reached.
+
+    The attempt did not happen, so it must not count against the step's budget: the same
+    attempt is published again after a pause (``backoff``, doubling while publishing keeps
+    failing).  Had the broker taken it after all (a lost confirm), the service sees the
+    idempotency key twice, which it is built for.
+    """
+
+    step: str
+    compensation: bool
+    attempt: int
+    now: datetime
+
+
 Event: TypeAlias = (
-    Start | Queued | Reply | Tick | CancelRequested | Deleted | Recover | Resume
+    Start | Queued | Reply | Tick | CancelRequested | Deleted | Recover | Resume | NotSent
 )
 
 
@@ -670,6 +696,10 @@ class Command:
     payload: dict[str, Any]
     compensation: bool
     attempt: int = 1
+    expires: datetime | None = None
+    """When the saga may have given up on the step (its last attempt's deadline, had every
+    attempt gone out on time): a service must not act on it later -- a compensation may be
+    on its way.  None for compensations and for steps retried until they succeed."""
 
 
 @dataclass(frozen=True)
@@ -743,6 +773,8 @@ def _handle(state: SagaState, event: Event, now: datetime, config: SagaConfig) -
             return _recover(state, now, config)
         case Resume():
             return _resume(state, now, config)
+        case NotSent():
+            return _on_not_sent(state, event, now, config)
 
 
 def _then(first: Decision, next_step: Callable[[SagaState], Decision]) -> Decision:
@@ -855,14 +887,17 @@ def _send_forward(state: SagaState, name: str, now: datetime, config: SagaConfig
         started_at=step.started_at or now,
         sent_at=now,
         deadline=now + config.forward_wait(attempt),
+        unsent=False,
+        publish_failures=0,
     )
-    return Decision(state.with_step(step), commands=(_command(state, step),))
+    return Decision(state.with_step(step), commands=(_command(state, step, config),))
 
 
-def _command(state: SagaState, step: Step) -> Command:
+def _command(state: SagaState, step: Step, config: SagaConfig) -> Command:
     """The command a waiting step has in flight (the same on every re-send)."""
     definition = step.definition
     compensation = step.state is StepState.COMPENSATING
+    expires = None
     if compensation:
         assert definition.compensation is not None
         message_type, payload = definition.compensation, {}
@@ -870,6 +905,11 @@ def _command(state: SagaState, step: Step) -> Command:
     else:
         message_type, payload = definition.command, _forward_payload(step.name, state.spec)
         attempt = step.attempts
+        if definition.kind is not StepKind.RETRIABLE and step.deadline is not None:
+            expires = step.deadline + sum(
+                (config.forward_wait(later) for later in range(attempt + 1,
+                                                               config.max_attempts + 1)),
+                timedelta())
     return Command(
         step=step.name,
         service=definition.service,
@@ -878,6 +918,7 @@ def _command(state: SagaState, step: Step) -> Command:
         payload=payload,
         compensation=compensation,
         attempt=attempt,
+        expires=expires,
     )
 
 
@@ -1042,8 +1083,10 @@ def _send_compensation(state: SagaState, name: str, now: datetime, config: SagaC
         compensation_attempts=attempt,
         sent_at=now,
         deadline=now + config.compensation_wait(attempt),
+        unsent=False,
+        publish_failures=0,
     )
-    return Decision(state.with_step(step), commands=(_command(state, step),))
+    return Decision(state.with_step(step), commands=(_command(state, step, config),))
 
 
 def _on_compensated(
@@ -1142,6 +1185,8 @@ def _on_deadline(state: SagaState, name: str, now: datetime, config: SagaConfig)
     step = state.step(name)
     if step.deadline is None or step.deadline > now:
         return Decision(state)  # settled by an earlier part of this same tick
+    if step.unsent and step.waiting:
+        return _publish_again(state, step, now, config)
     if step.state is StepState.COMPENSATING:
         return _on_compensation_timeout(state, step, now, config)
     definition = step.definition
@@ -1187,24 +1232,72 @@ def _on_compensation_timeout(
     return _emit(state, "CompensationFailed", message, "Warning", step.name)
 
 
+def _on_not_sent(state: SagaState, event: NotSent, now: datetime, config: SagaConfig
+                 ) -> Decision:
+    """The attempt in flight never left: publish it again after a pause, same attempt."""
+    if not state.has_step(event.step) or state.is_terminal:
+        return Decision(state)
+    step = state.step(event.step)
+    if event.compensation:
+        current = step.state is StepState.COMPENSATING and step.compensation_attempts
+        base, cap = config.compensation_backoff_base, config.compensation_backoff_max
+    else:
+        current = step.state is StepState.IN_FLIGHT and step.attempts
+        base, cap = config.backoff_base, config.backoff_max
+    if current != event.attempt or step.unsent:
+        return Decision(state)  # that attempt is over, or already known to be unsent
+    failures = step.publish_failures + 1
+    pause = _backoff(failures, base, cap)
+    command = _command(state, step, config)
+    message = (f"{command.message_type} could not be published ({failures} in a row); "
+               f"publishing it again in {_duration(pause)} (attempt {event.attempt}, not "
+               "counted again)")
+    unsent = replace(step, unsent=True, publish_failures=failures, deadline=now + pause,
+                     last_error=message)
+    return _emit(state.with_step(unsent), "CommandNotSent", message, "Warning", step.name,
+                 routine=True)
+
+
+def _publish_again(state: SagaState, step: Step, now: datetime, config: SagaConfig
+                   ) -> Decision:
+    """Publish the unsent command of a waiting step: the same attempt."""
+    state = state.with_step(_sent_now(step, now, config))
+    return Decision(state, commands=(_command(state, state.step(step.name), config),))
+
+
+def _sent_now(step: Step, now: datetime, config: SagaConfig) -> Step:
+    """An unsent command published now: its deadline is the attempt's timeout again."""
+    if step.state is StepState.COMPENSATING:
+        wait = config.compensation_wait(step.compensation_attempts)
+    else:
+        wait = config.forward_wait(step.attempts)
+    return replace(step, unsent=False, sent_at=now, deadline=now + wait)
+
+
 def _recover(state: SagaState, now: datetime, config: SagaConfig) -> Decision:
     """Re-send what is in flight; first apply overdue deadlines, so nothing goes out twice."""
     ticked = _on_tick(state, now, config)
     just_sent = {(c.idempotency_key, c.compensation) for c in ticked.commands}
-    return _then(ticked, lambda s: _resend_in_flight(s, just_sent))
+    return _then(ticked, lambda s: _resend_in_flight(s, just_sent, now, config))
 
 
-def _resend_in_flight(state: SagaState, skip: set[tuple[str, bool]]) -> Decision:
+def _resend_in_flight(state: SagaState, skip: set[tuple[str, bool]], now: datetime,
+                      config: SagaConfig) -> Decision:
     """The same command again (same key, same attempt): it may never have been published."""
-    commands = tuple(
-        command
-        for command in (_command(state, step) for step in state.steps if step.waiting)
-        if (command.idempotency_key, command.compensation) not in skip
-    )
+    commands: list[Command] = []
+    for step in state.steps:
+        if not step.waiting:
+            continue
+        if step.unsent:
+            step = _sent_now(step, now, config)
+            state = state.with_step(step)
+        command = _command(state, step, config)
+        if (command.idempotency_key, command.compensation) not in skip:
+            commands.append(command)
     if not commands:
         return Decision(state)
     names = ", ".join(f"{c.message_type} ({c.step})" for c in commands)
-    return Decision(state, commands,
+    return Decision(state, tuple(commands),
                     (Transition("Recovered", f"Operator restarted; re-sent {names}"),))
 
 
@@ -1399,6 +1492,10 @@ def _step_to_status(step: Step) -> dict[str, Any]:
         status[key] = step.service_id(key)
     if definition.compensation is not None:
         status["compensationNoop"] = step.compensation_noop
+    if step.unsent:
+        status["unsent"] = True
+    if step.publish_failures:
+        status["publishFailures"] = step.publish_failures
     return _without_nones(status)
 
 
@@ -1415,6 +1512,8 @@ def _step_from_status(name: str, status: Mapping[str, Any]) -> Step:
         finished_at=_parse_time_or_none(status.get("finishedAt")),
         last_error=None if status.get("lastError") is None else str(status["lastError"]),
         compensation_noop=noop if isinstance(noop, bool) else None,
+        unsent=status.get("unsent") is True,
+        publish_failures=int(status.get("publishFailures") or 0),
     )
     return _with_ids(step, status)
 
@@ -1459,6 +1558,7 @@ __all__ = [
     "Event",
     "InvalidOrderSpec",
     "LineItem",
+    "NotSent",
     "OrderSpec",
     "Phase",
     "Queued",

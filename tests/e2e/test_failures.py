@@ -12,8 +12,11 @@ from typing import Any
 
 import aio_pika
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+from vyapaar_messaging import contracts
 from vyapaar_messaging.envelope import Envelope
 from vyapaar_messaging.topology import EVENTS_EXCHANGE, REPLIES_QUEUE, dlq_name
+from vyapaar_stack import system
 from vyapaar_stack.testing import (
     System,
     get_order,
@@ -194,3 +197,53 @@ async def test_deleting_an_order_before_the_pivot_compensates_first(
     kinds = ledger_kinds(effects)
     assert [a for k, a in kinds if k == "charge"] == [a for k, a in kinds if k == "refund"]
     assert await stock(http, running_system, sku) == {"available": 3, "held": 0, "committed": 0}
+
+
+async def test_a_reply_about_an_order_that_does_not_exist_is_acked_counted_and_logged(
+    running_system: System, amqp_url: str, http: aiohttp.ClientSession, namespace: str,
+) -> None:
+    metrics_url = (f"http://{running_system.config.host}:"
+                   f"{system.PORTS.operator_metrics}/metrics")
+
+    async def ignored() -> tuple[float, float]:
+        async with http.get(metrics_url) as resp:
+            text = await resp.text()
+        values = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if (sample.name == "vyapaar_messages_consumed_total"
+                        and sample.labels == {"queue": REPLIES_QUEUE, "type": "PaymentCaptured",
+                                              "outcome": "ignored"}):
+                    values["consumed"] = sample.value
+                if (sample.name == "vyapaar_saga_replies_total"
+                        and sample.labels == {"type": "PaymentCaptured", "result": "ignored"}):
+                    values["replies"] = sample.value
+        return values.get("consumed", 0.0), values.get("replies", 0.0)
+
+    before = await ignored()
+    uid = str(uuid.uuid4())
+    reply = Envelope.create(
+        contracts.PaymentCaptured(charge_id="ch_ghost", amount=100, currency="INR"),
+        correlation_id=uid, idempotency_key=f"{uid}:pay",
+        subject=f"{namespace}/no-such-order")
+    connection = await aio_pika.connect_robust(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(EVENTS_EXCHANGE)
+        await exchange.publish(reply.to_message(), routing_key="payment.PaymentCaptured")
+
+        for _ in range(100):
+            after = await ignored()
+            if after[0] > before[0]:
+                break
+            await asyncio.sleep(0.1)
+        assert after == (before[0] + 1, before[1] + 1), (before, after)
+        log = running_system.operator().log_file.read_text(errors="replace")
+        assert f"ignored PaymentCaptured {reply.id}: no Order {namespace}/no-such-order" in log
+        dlq = await channel.declare_queue(dlq_name(REPLIES_QUEUE), passive=True)
+        for _ in range(dlq.declaration_result.message_count or 0):
+            message = await dlq.get(fail=False)
+            if message is None:
+                break
+            assert reply.id.encode() not in message.body, "the reply was dead-lettered"
+            await message.nack(requeue=True)

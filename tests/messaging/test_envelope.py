@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import aio_pika
 import pytest
@@ -27,8 +28,9 @@ def test_a_command_envelope_has_every_field_of_the_wire_contract() -> None:
     wire = json.loads(cmd.to_json())
     assert set(wire) == {
         "id", "type", "correlationId", "causationId", "subject", "idempotencyKey",
-        "time", "traceparent", "payload",
+        "time", "traceparent", "expires", "payload",
     }  # fmt: skip
+    assert wire["expires"] is None  # a command that does not expire
     assert uuid.UUID(wire["id"]).version == 4
     assert wire["type"] == "ReserveStock"
     assert wire["causationId"] is None
@@ -50,6 +52,20 @@ def test_a_reply_keeps_correlation_subject_key_and_trace_but_is_caused_by_the_co
     assert reply.trace_id == cmd.trace_id
     assert reply.span_id != cmd.span_id
     assert reply.payload == {"reservationId": "r-1"}
+
+
+def test_an_expiring_command_says_when_and_its_reply_does_not_expire() -> None:
+    expires = datetime(2025, 1, 1, 12, 0, 37, tzinfo=UTC)
+    cmd = Envelope.create(contracts.ReserveStock(items=[contracts.Item(sku="SKU-1", quantity=2)]),
+                          correlation_id=UID, idempotency_key=f"{UID}:reserve", expires=expires)
+    wire = json.loads(cmd.to_json())
+    assert wire["expires"] == "2025-01-01T12:00:37.000000Z"
+    assert Envelope.from_json(cmd.to_json()).expires == expires
+    assert cmd.has_expired(expires + timedelta(microseconds=1))
+    assert not cmd.has_expired(expires)
+    assert cmd.reply(contracts.StockReserved(reservation_id="r-1")).expires is None
+    with pytest.raises(EnvelopeError, match="UTC offset"):
+        Envelope.from_dict({**wire, "expires": "2025-01-01T12:00:37"})
 
 
 def test_json_round_trip() -> None:

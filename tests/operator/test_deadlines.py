@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
+import pytest
+from vyapaar_operator import deadlines as deadlines_module
 from vyapaar_operator.deadlines import Deadlines
 from vyapaar_operator.orders import OrderRef
 
@@ -57,3 +60,22 @@ async def test_a_forgotten_order_never_fires() -> None:
     await asyncio.sleep(0.2)
     runner.cancel()
     assert fired == []
+
+
+async def test_a_tick_that_failed_while_the_apiserver_was_away_comes_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deadlines_module, "RETRY_SECONDS", 0.05)
+    deadlines = Deadlines()
+    calls: list[OrderRef] = []
+
+    async def on_due(ref: OrderRef) -> None:
+        calls.append(ref)
+        if len(calls) < 3:
+            raise aiohttp.ClientConnectionError("connection refused")
+
+    deadlines.set(A, datetime.now(UTC))
+    runner = asyncio.create_task(deadlines.run(on_due))
+    await asyncio.sleep(0.5)
+    runner.cancel()
+    assert calls == [A, A, A]  # failed twice, then went through; nothing more after
+    assert len(deadlines) == 0

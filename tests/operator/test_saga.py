@@ -21,6 +21,7 @@ from vyapaar_operator.saga import (
     Deleted,
     Event,
     InvalidOrderSpec,
+    NotSent,
     OrderSpec,
     Phase,
     Recover,
@@ -533,6 +534,27 @@ def test_a_timeout_resends_the_same_command_with_the_same_key_and_growing_backof
     assert saga.state.step("reserve").deadline == T0 + timedelta(seconds=11 + 12 + 14)
 
 
+def test_a_forward_command_expires_when_the_saga_may_have_given_up_on_its_step() -> None:
+    saga = Saga.new()
+    reserve = saga.start().commands[0]
+    # attempt 1's deadline, then the waits of attempts 2 and 3: 11 s + 12 s + 14 s
+    assert reserve.expires == T0 + timedelta(seconds=11 + 12 + 14)
+    retry = saga.expire().commands[0]
+    assert retry.expires == reserve.expires  # retries on time: the same point of giving up
+    last = saga.expire().commands[0]
+    assert last.attempt == CONFIG.max_attempts
+    assert last.expires == saga.state.step("reserve").deadline
+
+
+def test_compensations_and_steps_retried_until_they_succeed_never_expire() -> None:
+    saga = Saga.new().run_to(Phase.PAYING)
+    refused = saga.reply("PaymentDeclined", "pay", reason="CARD_DECLINED")
+    assert [(c.message_type, c.expires) for c in refused.commands] == [("ReleaseStock", None)]
+    completing = Saga.new().run_to(Phase.COMPLETING)
+    assert completing.last is not None
+    assert [c.expires for c in completing.last.commands] == [None, None]
+
+
 def test_a_reply_to_an_earlier_attempt_still_counts() -> None:
     saga = Saga.new()
     saga.start()
@@ -769,6 +791,97 @@ def test_recover_resends_every_command_in_flight(
     assert recovered.state.steps == before.steps  # a re-send is not a new attempt
 
 
+# --- commands the broker did not take ----------------------------------------------------
+
+
+def not_sent(saga: Saga, command: Command) -> Decision:
+    saga.now += timedelta(milliseconds=10)
+    return saga.apply(NotSent(step=command.step, compensation=command.compensation,
+                              attempt=command.attempt, now=saga.now))
+
+
+def test_a_command_that_could_not_be_published_goes_out_again_without_using_an_attempt() -> None:
+    saga = Saga.new().run_to(Phase.PAYING)
+    charge = saga.sent[-1]
+
+    noted = not_sent(saga, charge)
+
+    step = saga.state.step("pay")
+    assert noted.commands == ()
+    assert (step.attempts, step.unsent, step.publish_failures) == (1, True, 1)
+    assert step.deadline == saga.now + CONFIG.backoff_base  # a pause, not a timeout
+    assert [(t.reason, t.announced) for t in noted.transitions] == [("CommandNotSent", False)]
+
+    again = saga.expire()
+    assert commands(again) == [("ChargePayment", key("pay"), False)]
+    assert again.commands[0].attempt == 1
+    step = saga.state.step("pay")
+    assert (step.attempts, step.unsent) == (1, False)
+    assert step.deadline == saga.now + CONFIG.forward_wait(1)  # a timeout again
+
+
+def test_a_broker_outage_longer_than_every_budget_costs_time_not_the_order() -> None:
+    saga = Saga.new().run_to(Phase.PAYING)
+    pauses = []
+    for _ in range(CONFIG.max_attempts * 4):
+        not_sent(saga, saga.sent[-1])
+        step = saga.state.step("pay")
+        assert step.deadline is not None
+        pauses.append(step.deadline - saga.now)
+        saga.expire()  # publishes the same attempt again
+    assert saga.state.phase is Phase.PAYING
+    assert saga.state.step("pay").attempts == 1
+    assert pauses[:4] == [timedelta(seconds=s) for s in (1, 2, 4, 8)]
+    assert max(pauses) == CONFIG.backoff_max
+    saga.succeed("ChargePayment")
+    assert saga.state.phase is Phase.SHIPPING
+
+
+def test_after_a_publish_goes_through_a_lost_reply_still_counts_the_attempt() -> None:
+    saga = Saga.new().run_to(Phase.PAYING)
+    not_sent(saga, saga.sent[-1])
+    saga.expire()  # published
+    retry = saga.expire()  # no reply within the timeout: that attempt counted
+    assert [c.attempt for c in retry.commands] == [2]
+    assert saga.state.step("pay").publish_failures == 0  # a new attempt starts afresh
+
+
+def test_not_sent_for_an_attempt_that_is_over_changes_nothing() -> None:
+    saga = Saga.new().run_to(Phase.PAYING)
+    first = saga.sent[-1]
+    saga.expire()  # attempt 2 is out
+    assert not_sent(saga, first) == Decision(saga.state)
+    saga.succeed("ChargePayment")
+    assert not_sent(saga, saga.sent[-2]) == Decision(saga.state)  # the step has settled
+    unsent = not_sent(saga, saga.sent[-1])
+    assert not_sent(saga, saga.sent[-1]) == Decision(unsent.state)  # known already
+
+
+def test_an_unsent_compensation_goes_out_again_within_its_own_budget() -> None:
+    saga = Saga.new().run_to(Phase.PAYING)
+    saga.reply("PaymentDeclined", "pay", reason="CARD_DECLINED")
+    release = saga.sent[-1]
+    assert release.compensation
+    not_sent(saga, release)
+    step = saga.state.step("reserve")
+    assert (step.compensation_attempts, step.unsent) == (1, True)
+    assert step.deadline == saga.now + CONFIG.compensation_backoff_base
+    again = saga.expire()
+    assert commands(again) == [("ReleaseStock", key("reserve"), True)]
+    assert saga.state.step("reserve").compensation_attempts == 1
+
+
+def test_recover_publishes_an_unsent_command_and_its_deadline_is_a_timeout_again() -> None:
+    saga = Saga.new().run_to(Phase.PAYING)
+    not_sent(saga, saga.sent[-1])
+    saga = restarted(saga)
+    recovered = saga.apply(Recover(saga.now))
+    assert commands(recovered) == [("ChargePayment", key("pay"), False)]
+    step = saga.state.step("pay")
+    assert (step.attempts, step.unsent) == (1, False)
+    assert step.deadline == saga.now + CONFIG.forward_wait(1)
+
+
 def test_recover_resends_a_compensation_in_flight() -> None:
     saga = Saga.new().run_to(Phase.PAYING)
     saga.reply("PaymentDeclined", "pay", reason="CARD_DECLINED")
@@ -820,6 +933,9 @@ def every_intermediate_state() -> list[SagaState]:
     states.append(timed_out.state)
     timed_out.reply("ShipmentVoided", "ship", noop=True)
     states.append(timed_out.state)
+    unsent = Saga.new().run_to(Phase.PAYING)
+    not_sent(unsent, unsent.sent[-1])
+    states.append(unsent.state)
     return states
 
 

@@ -1,5 +1,6 @@
-"""Property: any interleaving of replies, duplicates, losses, timeouts, cancellations and
-operator crashes ends, once the faults stop, in a terminal phase with the invariants held.
+"""Property: any interleaving of replies, duplicates, losses, timeouts, cancellations,
+refused publishes and operator crashes ends, once the faults stop, in a terminal phase
+with the invariants held.
 
 The saga is driven against a simulated world: fake services with real semantics (stock
 counts, a payment ledger, shipments, an outbox of notifications; idempotency by key, the
@@ -36,6 +37,7 @@ from vyapaar_operator.saga import (
     Command,
     Deleted,
     Event,
+    NotSent,
     OrderSpec,
     Phase,
     Recover,
@@ -302,7 +304,11 @@ class SagaWorld(RuleBasedStateMachine):
         command = self.to_services.pop(index % len(self.to_services))
         if command.compensation and self.compensations_broken:
             return  # the handler fails; the message ends in a dead-letter queue
-        answer = self.services[command.service].handle(command)
+        service = self.services[command.service]
+        if (command.expires is not None and self.now > command.expires
+                and (command.idempotency_key, command.message_type) not in service.answers):
+            return  # the saga may have given up on it: the service drops it unanswered
+        answer = service.handle(command)
         if answer is not None:
             message_type, payload = answer
             self.to_operator.append(Reply(
@@ -388,6 +394,16 @@ class SagaWorld(RuleBasedStateMachine):
             self.operate(uid, CancelRequested(self.now))
         elif how == "delete":
             self.operate(uid, Deleted(self.now))
+
+    @rule()
+    def the_broker_refuses_what_the_operator_publishes(self) -> None:
+        """The commands of the last status write fail to publish (an outage of the broker):
+        the operator tells each saga, which publishes them again later, same attempt."""
+        refused, self.unpublished = self.unpublished, []
+        for command in refused:
+            self.operate(order_of(command.idempotency_key), NotSent(
+                step=command.step, compensation=command.compensation,
+                attempt=command.attempt, now=self.now))
 
     @rule()
     def the_operator_crashes_and_restarts(self) -> None:

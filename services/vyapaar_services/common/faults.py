@@ -1,10 +1,15 @@
 """Fault injection for simulated external processors (payment processor, carrier).
 
 Configured by ``VYAPAAR_FAULT_ERROR_RATE`` (0..1) and ``VYAPAAR_FAULT_LATENCY_MS`` and
-changeable at run time with ``PUT /admin/faults {"errorRate": 0.2, "latencyMs": 50}``
-(``GET /admin/faults`` shows the current values). An injected error raises
-:class:`InjectedFault`, a TRANSIENT failure: the message goes through the delayed-retry
-path, it is not a business decline.
+changeable at run time with ``PUT /admin/faults {"errorRate": 0.2, "latencyMs": 50,
+"lostCommitRate": 0}`` (``GET /admin/faults`` shows the current values). An injected error
+raises :class:`InjectedFault`, a TRANSIENT failure: the message goes through the
+delayed-retry path, it is not a business decline.
+
+``lostCommitRate`` fails the handling *after* the processor acted and before the service's
+own transaction commits -- a crash at the worst moment: the money moved, the ledger does
+not know yet, and the retry must not move it again (the payment service; its processor is
+idempotent by key).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class FaultSettings(BaseModel):
 
     error_rate: Annotated[float, Field(alias="errorRate", ge=0.0, le=1.0)] = 0.0
     latency_ms: Annotated[StrictInt, Field(alias="latencyMs", ge=0, le=60_000)] = 0
+    lost_commit_rate: Annotated[float, Field(alias="lostCommitRate", ge=0.0, le=1.0)] = 0.0
 
 
 class FaultInjector:
@@ -46,8 +52,10 @@ class FaultInjector:
         self.settings = FaultSettings(error_rate=error_rate, latency_ms=latency_ms)
         self.rng = rng or random.Random()
 
-    def configure(self, error_rate: float, latency_ms: int) -> None:
-        self.settings = FaultSettings(error_rate=error_rate, latency_ms=latency_ms)
+    def configure(self, error_rate: float, latency_ms: int, lost_commit_rate: float = 0.0
+                  ) -> None:
+        self.settings = FaultSettings(error_rate=error_rate, latency_ms=latency_ms,
+                                      lost_commit_rate=lost_commit_rate)
 
     def to_dict(self) -> dict[str, Any]:
         return self.settings.model_dump(by_alias=True)
@@ -61,6 +69,14 @@ class FaultInjector:
             metrics.PROCESSOR_CALLS.labels(self.service, operation, "injected_error").inc()
             raise InjectedFault(f"injected {operation} failure (errorRate={settings.error_rate})")
 
+    def after_call(self, operation: str) -> None:
+        """Between the processor's answer and the commit: fail with ``lostCommitRate``."""
+        rate = self.settings.lost_commit_rate
+        if rate and self.rng.random() < rate:
+            metrics.PROCESSOR_CALLS.labels(self.service, operation, "lost_commit").inc()
+            raise InjectedFault(f"injected failure after the processor's {operation}, before "
+                                f"the commit (lostCommitRate={rate})")
+
 
 FAULTS_KEY = web.AppKey("vyapaar_faults", FaultInjector)
 
@@ -73,7 +89,7 @@ def add_fault_routes(app: web.Application, injector: FaultInjector) -> None:
 
     async def put_faults(request: web.Request) -> web.Response:
         body = await read_json(request, FaultSettings)
-        injector.configure(body.error_rate, body.latency_ms)
+        injector.configure(body.error_rate, body.latency_ms, body.lost_commit_rate)
         return json_response(injector.to_dict())
 
     app.router.add_get("/admin/faults", get_faults)

@@ -10,6 +10,8 @@
    lock of the idempotency key, and either
    * replays the stored reply of (key, command type) — a redelivery or a retry has no
      second effect and gets the ORIGINAL reply (re-published through the outbox), or
+   * drops a command that has expired (``Envelope.expires``: the saga may have given up on
+     it and be undoing it) unanswered -- acked, logged and counted as ignored, or
    * calls the business handler ``handler(conn, envelope, payload) -> reply payload``,
      stores the reply as the key's result and adds it to the outbox;
 4. returns; the consumer acks the message only now, after the commit.
@@ -28,7 +30,7 @@ import asyncpg
 from pydantic import BaseModel
 from vyapaar_messaging import contracts
 from vyapaar_messaging import metrics as messaging_metrics
-from vyapaar_messaging.consumer import PermanentError
+from vyapaar_messaging.consumer import Ignored, PermanentError
 from vyapaar_messaging.envelope import Envelope
 from vyapaar_messaging.topology import DEFAULT_TOPOLOGY, Topology
 
@@ -92,6 +94,10 @@ class CommandProcessor:
                 log.info("%s %s already handled; replaying %s", envelope.type, key, stored.type)
                 await self._enqueue(conn, stored)
                 return
+            if envelope.has_expired():
+                metrics.COMMANDS_EXPIRED.labels(self.service, envelope.type).inc()
+                raise Ignored(f"{key} expired at {envelope.expires:%Y-%m-%dT%H:%M:%S.%fZ}; "
+                              "the saga may have given up on it, so it is not acted on")
             reply_payload = await handler(conn, envelope, payload)
             reply = envelope.reply(reply_payload)
             allowed = contracts.COMMANDS[envelope.type].replies

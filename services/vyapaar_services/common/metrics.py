@@ -17,6 +17,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from vyapaar_messaging.metrics import LATENCY_BUCKETS, message_type_label
 
 __all__ = [
+    "COMMANDS_EXPIRED",
     "DB_POOL_IN_USE",
     "DB_POOL_SIZE",
     "HTTP_REQUESTS",
@@ -55,6 +56,12 @@ IDEMPOTENT_REPLAYS: Final = Counter(
     "Commands answered from the stored result of their idempotency key (no second effect).",
     ["service", "type"],
 )
+COMMANDS_EXPIRED: Final = Counter(
+    "vyapaar_commands_expired",
+    "Commands that arrived after their expiry (the saga may have given up on them) and were "
+    "not acted on, by service and type.",
+    ["service", "type"],
+)
 OUTBOX_PENDING: Final = Gauge(
     "vyapaar_outbox_pending_messages",
     "Outbox rows not yet published.",
@@ -87,7 +94,7 @@ DB_POOL_IN_USE: Final = Gauge(
 PROCESSOR_CALLS: Final = Counter(
     "vyapaar_processor_calls",
     "Calls to a simulated external processor, by service, operation and outcome "
-    "(ok|declined|rejected|injected_error).",
+    "(ok|replayed|declined|rejected|injected_error|lost_commit).",
     ["service", "operation", "outcome"],
 )
 
@@ -98,3 +105,4 @@ def init_service_consumer(service: str, message_types: Iterable[str]) -> None:
         label = message_type_label(message_type)
         INBOX_DUPLICATES.labels(service, label)
         IDEMPOTENT_REPLAYS.labels(service, label)
+        COMMANDS_EXPIRED.labels(service, label)

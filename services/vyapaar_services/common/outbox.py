@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 from aio_pika.abc import HeadersType
 from vyapaar_messaging.envelope import Envelope
+from vyapaar_messaging.outage import OutageLog
 from vyapaar_messaging.publisher import Publisher, PublishFailed
 
 from vyapaar_services.common import metrics
@@ -94,6 +95,9 @@ class OutboxRelay:
         self.retention_days = retention_days
         self.cleanup_interval = cleanup_interval
         self._wakeup = asyncio.Event()
+        # an outage of the broker or the database: a line when it starts and one when it ends
+        self._rounds = OutageLog(log, f"the {self.service} outbox relay")
+        self._unpublished = False  # the last batch left rows the broker did not take
         self._task: asyncio.Task[None] | None = None
         self._listen_conn: asyncpg.Connection | None = None
         self._last_cleanup = 0.0
@@ -159,11 +163,13 @@ class OutboxRelay:
                 await self.update_gauges()
                 await self._maybe_cleanup()
                 failures = 0
+                if not self._unpublished:
+                    self._rounds.succeeded()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 failures += 1
-                log.exception("outbox relay round failed (%d in a row)", failures)
+                self._rounds.failed(f"{type(exc).__name__}: {exc}")
                 await self._close_listener()
             delay = self.poll_interval if failures == 0 else min(0.5 * 2**failures, 15.0)
             with contextlib.suppress(TimeoutError):
@@ -204,6 +210,7 @@ class OutboxRelay:
             errors = await asyncio.gather(*(publish(row) for row in rows))
             sent = [row["id"] for row, err in zip(rows, errors, strict=True) if err is None]
             failed = [(row["id"], err) for row, err in zip(rows, errors, strict=True) if err]
+            self._unpublished = bool(failed)
             if sent:
                 await conn.execute(
                     "UPDATE outbox SET sent_at = now(), publish_attempts = publish_attempts + 1"
@@ -212,7 +219,7 @@ class OutboxRelay:
                 )
                 metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(sent))
             if failed:
-                log.warning("%d outbox rows not published: %s", len(failed), failed[0][1])
+                self._rounds.failed(f"{len(failed)} rows not published: {failed[0][1]}")
                 await conn.executemany(
                     "UPDATE outbox SET publish_attempts = publish_attempts + 1, last_error = $2"
                     " WHERE id = $1",

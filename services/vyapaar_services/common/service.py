@@ -187,7 +187,10 @@ class ServiceRuntime:
                 database = await asyncio.wait_for(self.pool.fetchval("SELECT true"), 2) is True
             except Exception:
                 database = False
-        broker = self.connection is not None and not self.connection.is_closed
+        # A robust connection is never `is_closed` while it reconnects: ask whether it is
+        # connected now, so a broker outage takes the service out of rotation.
+        broker = (self.connection is not None and not self.connection.is_closed
+                  and self.connection.connected.is_set())
         consuming = self.consumer is not None and self.consumer.running
         return {"database": database, "broker": broker, "consumer": consuming}
 

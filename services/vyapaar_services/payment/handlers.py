@@ -1,10 +1,11 @@
-"""Payment message handlers: ChargePayment, RefundPayment, and the simulated processor.
+"""Payment message handlers: ChargePayment and RefundPayment.
 
-Simulated processor, deterministic by token: ``tok_decline`` -> CARD_DECLINED,
-``tok_insufficient_funds`` -> INSUFFICIENT_FUNDS, any other token (e.g. ``tok_visa``)
-succeeds. Fault injection (:class:`~vyapaar_services.common.faults.FaultInjector`) adds
-latency and TRANSIENT errors to processor calls; such an error rolls the transaction back
-and the message goes through the delayed-retry path (it is not a decline).
+They call the simulated processor (:mod:`~vyapaar_services.payment.processor`, an outside
+party with its own records) with the step's idempotency key. Fault injection adds latency
+and TRANSIENT errors to processor calls, and failures after a call and before the commit
+(``lostCommitRate``); either rolls the transaction back and the message goes through the
+delayed-retry path (it is not a decline), where the key makes the processor answer as
+before instead of moving the money again.
 
 * ChargePayment: a key with a tombstone -> PaymentDeclined(ALREADY_COMPENSATED); a decline
   is recorded (no money moves); a capture writes the payment and a ``charge`` ledger entry.
@@ -15,49 +16,19 @@ and the message goes through the delayed-retry path (it is not a decline).
 
 from __future__ import annotations
 
-import uuid
-from typing import Literal
-
 import asyncpg
 from vyapaar_messaging import contracts
 from vyapaar_messaging.envelope import Envelope
 
-from vyapaar_services.common import metrics
-from vyapaar_services.common.faults import FaultInjector
 from vyapaar_services.common.handling import CommandHandler
 from vyapaar_services.payment import store
+from vyapaar_services.payment.processor import SimulatedProcessor
 
-__all__ = ["SimulatedProcessor", "build_handlers"]
-
-DeclineReason = Literal["CARD_DECLINED", "INSUFFICIENT_FUNDS"]
-DECLINING_TOKENS: dict[str, DeclineReason] = {
-    "tok_decline": "CARD_DECLINED",
-    "tok_insufficient_funds": "INSUFFICIENT_FUNDS",
-}
+__all__ = ["build_handlers"]
 
 
-class SimulatedProcessor:
-    def __init__(self, faults: FaultInjector) -> None:
-        self.faults = faults
-
-    async def charge(self, token: str, amount: int, currency: str) -> str | DeclineReason:
-        """A charge id, or the decline reason. Raises InjectedFault (transient)."""
-        await self.faults.call("charge")
-        reason = DECLINING_TOKENS.get(token)
-        if reason is not None:
-            metrics.PROCESSOR_CALLS.labels("payment", "charge", "declined").inc()
-            return reason
-        metrics.PROCESSOR_CALLS.labels("payment", "charge", "ok").inc()
-        return f"ch_{uuid.uuid4().hex}"
-
-    async def refund(self, charge_id: str, amount: int) -> str:
-        await self.faults.call("refund")
-        metrics.PROCESSOR_CALLS.labels("payment", "refund", "ok").inc()
-        return f"re_{uuid.uuid4().hex}"
-
-
-def build_handlers(faults: FaultInjector) -> dict[str, CommandHandler]:
-    processor = SimulatedProcessor(faults)
+def build_handlers(processor: SimulatedProcessor) -> dict[str, CommandHandler]:
+    faults = processor.faults
 
     async def charge_payment(
         conn: asyncpg.Connection, envelope: Envelope, command: contracts.ChargePayment
@@ -75,8 +46,11 @@ def build_handlers(faults: FaultInjector) -> dict[str, CommandHandler]:
                 return contracts.PaymentDeclined(reason=existing["reason"])
             return contracts.PaymentDeclined(reason="ALREADY_COMPENSATED")
 
-        outcome = await processor.charge(command.token, command.amount, command.currency)
-        if outcome in DECLINING_TOKENS.values():
+        outcome = await processor.charge(
+            idempotency_key=key, order_uid=envelope.correlation_id, token=command.token,
+            amount=command.amount, currency=command.currency)
+        faults.after_call("charge")
+        if not outcome.captured:
             await store.insert_payment(
                 conn,
                 order_uid=envelope.correlation_id,
@@ -85,9 +59,9 @@ def build_handlers(faults: FaultInjector) -> dict[str, CommandHandler]:
                 amount=command.amount,
                 currency=command.currency,
                 customer_id=command.customer.id,
-                reason=outcome,
+                reason=outcome.reason,
             )
-            return contracts.PaymentDeclined.model_validate({"reason": outcome})
+            return contracts.PaymentDeclined.model_validate({"reason": outcome.reason})
         payment_id = await store.insert_payment(
             conn,
             order_uid=envelope.correlation_id,
@@ -96,11 +70,11 @@ def build_handlers(faults: FaultInjector) -> dict[str, CommandHandler]:
             amount=command.amount,
             currency=command.currency,
             customer_id=command.customer.id,
-            charge_id=outcome,
+            charge_id=outcome.id,
         )
         await store.add_ledger_entry(
             conn,
-            entry_id=outcome,
+            entry_id=outcome.id,
             payment_id=payment_id,
             order_uid=envelope.correlation_id,
             kind="charge",
@@ -108,7 +82,7 @@ def build_handlers(faults: FaultInjector) -> dict[str, CommandHandler]:
             currency=command.currency,
         )
         return contracts.PaymentCaptured(
-            charge_id=outcome, amount=command.amount, currency=command.currency
+            charge_id=outcome.id, amount=command.amount, currency=command.currency
         )
 
     async def refund_payment(
@@ -122,7 +96,11 @@ def build_handlers(faults: FaultInjector) -> dict[str, CommandHandler]:
             )
             return contracts.PaymentRefunded(refund_id=None, amount=0, noop=True)
         if payment["status"] == "captured":
-            refund_id = await processor.refund(payment["charge_id"], payment["amount"])
+            refund_id = await processor.refund(
+                idempotency_key=key, order_uid=payment["order_uid"],
+                charge_id=payment["charge_id"], amount=payment["amount"],
+                currency=payment["currency"])
+            faults.after_call("refund")
             await store.add_ledger_entry(
                 conn,
                 entry_id=refund_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -89,6 +90,38 @@ async def test_a_redelivered_or_retried_charge_never_charges_twice(
     assert len((await ledger(payment, uid))["entries"]) == 1
 
 
+async def test_a_charge_that_arrives_after_it_expired_is_not_acted_on(
+    payment: Any, publisher: Publisher, replies: Any, topology: Topology, amqp_connection: Any,
+) -> None:
+    """The saga may have given up on it and sent the refund: charging now would be a charge
+    and a refund the customer sees. Dropped unanswered, acked, not dead-lettered."""
+    uid = new_order()
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    late = charge(uid).model_copy(update={"expires": past})
+    await publisher.send_command(late)
+    await publisher.send_command(refund(uid))  # the saga's compensation, right behind it
+    [answer] = await replies.wait(uid)
+    assert answer.type == "PaymentRefunded"
+    assert answer.payload == {"refundId": None, "amount": 0, "noop": True}
+    assert (await processor_record(payment, uid))["operations"] == []
+    assert (await ledger(payment, uid))["entries"] == []
+    assert await dlq.show_message(amqp_connection, topology.command_queue("payment"),
+                                  late.id) is None
+
+
+async def test_an_expired_retry_of_a_charge_already_made_gets_the_original_answer(
+    payment: Any, publisher: Publisher, replies: Any
+) -> None:
+    uid = new_order()
+    first = charge(uid)
+    await publisher.send_command(first)
+    [captured] = await replies.wait(uid)
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    await publisher.send_command(retried(first).model_copy(update={"expires": past}))
+    _, again = await replies.wait(uid, 2)
+    assert again.id == captured.id  # the stored reply, replayed: a reply to any attempt counts
+
+
 @pytest.mark.parametrize(
     ("token", "reason"),
     [("tok_decline", "CARD_DECLINED"), ("tok_insufficient_funds", "INSUFFICIENT_FUNDS")],
@@ -166,7 +199,7 @@ async def test_an_injected_processor_error_is_transient_retried_then_redrivable(
 ) -> None:
     client = payment.client
     response = await client.put("/admin/faults", json={"errorRate": 1.0, "latencyMs": 0})
-    assert await response.json() == {"errorRate": 1.0, "latencyMs": 0}
+    assert await response.json() == {"errorRate": 1.0, "latencyMs": 0, "lostCommitRate": 0.0}
     queue = topology.command_queue("payment")
     uid = new_order()
     cmd = charge(uid)
@@ -194,6 +227,54 @@ async def test_an_injected_processor_error_is_transient_retried_then_redrivable(
     assert len((await ledger(payment, uid))["entries"]) == 1
 
 
+async def processor_record(payment: Any, uid: str) -> dict[str, Any]:
+    response = await payment.client.get("/api/v1/processor", params={"order": uid})
+    assert response.status == 200
+    body: dict[str, Any] = await response.json()
+    return body
+
+
+@pytest.mark.parametrize("operation", ["charge", "refund"])
+async def test_a_failure_between_the_processor_and_the_commit_never_moves_money_twice(
+    payment: Any, publisher: Publisher, replies: Any, topology: Topology, amqp_connection: Any,
+    wait_until: Any, operation: str,
+) -> None:
+    queue = topology.command_queue("payment")
+    uid = new_order()
+    if operation == "refund":
+        await publisher.send_command(charge(uid, amount=4200))
+        await replies.wait(uid)
+    cmd = charge(uid, amount=4200) if operation == "charge" else refund(uid)
+    await payment.client.put("/admin/faults", json={"lostCommitRate": 1.0})
+    try:
+        await publisher.send_command(cmd)
+
+        async def dead_lettered() -> bool:
+            return await dlq.show_message(amqp_connection, queue, cmd.id) is not None
+
+        await wait_until(dead_lettered, within=15)  # every attempt failed after the call
+    finally:
+        await payment.client.put("/admin/faults", json={"lostCommitRate": 0.0})
+
+    # The processor acted (once, though it was called on every attempt); the ledger knows
+    # nothing of it yet: this is the gap only the idempotency key bridges.
+    outside = await processor_record(payment, uid)
+    done = [o for o in outside["operations"] if o["operation"] == operation]
+    assert len(done) == 1
+    assert len((await ledger(payment, uid))["entries"]) == (0 if operation == "charge" else 1)
+
+    assert await dlq.redrive(amqp_connection, queue, [cmd.id]) == 1
+    await replies.wait(uid, 1 if operation == "charge" else 2)
+    book = await ledger(payment, uid)
+    outside = await processor_record(payment, uid)
+    assert len(outside["operations"]) == len(book["entries"])
+    assert {o["id"] for o in outside["operations"]} == {e["id"] for e in book["entries"]}
+    assert outside["totals"]["INR"] == {
+        "captured": book["totals"]["INR"]["charged"],
+        "refunded": book["totals"]["INR"]["refunded"],
+    }
+
+
 async def test_latency_injection_slows_the_processor(
     payment: Any, publisher: Publisher, replies: Any
 ) -> None:
@@ -209,13 +290,15 @@ async def test_latency_injection_slows_the_processor(
 
 
 async def test_fault_settings_are_validated(payment: Any) -> None:
-    for body in ({"errorRate": 1.5}, {"latencyMs": -1}, {"errorRate": 0.1, "chaos": True}):
+    for body in ({"errorRate": 1.5}, {"latencyMs": -1}, {"errorRate": 0.1, "chaos": True},
+                 {"lostCommitRate": -0.1}):
         response = await payment.client.put("/admin/faults", json=body)
         assert response.status == 422
         assert response.content_type == "application/problem+json"
     assert await (await payment.client.get("/admin/faults")).json() == {
         "errorRate": 0.0,
         "latencyMs": 0,
+        "lostCommitRate": 0.0,
     }
 
 
