@@ -5,12 +5,19 @@ vyapaar stack up [--only cluster|infra] [--node real]
                                           adds one real kubelet node (root)
 vyapaar stack down [--only node]          stop it (or only the real node), leave nothing behind
 vyapaar stack status                      what runs, what answers
+vyapaar stack stop|start|restart NAME     one component on its own (the operator, a service,
+                                          rabbitmq, postgres, etcd, kube-apiserver, kubelet ...)
+vyapaar stack kill NAME [--signal KILL]   signal one component (KILL: no graceful shutdown;
+                                          STOP/CONT: freeze and thaw it)
 vyapaar stack env [--pod]                 export lines for a shell: eval "$(vyapaar stack env)"
 vyapaar stack images [--tag T] [--infra]  build the images with buildah (no Docker, no registry)
                                           and load them into the real node when it is up
 vyapaar stack infra-secret --namespace N  the chart's bring-your-own infrastructure Secret for
                                           pods on the real node (--isolate: own database/vhost)
 vyapaar demo                              the whole system on the local stack, with samples
+vyapaar chaos --scenario NAME | --random N [--seed S]
+                                          orders under faults; every invariant checked from
+                                          the services' records (vyapaar_stack.chaos)
 vyapaar bench [--rates 2,5,10] [--peers dbos,temporal]
                                           sweep offered load over the running system; JSON
                                           report, PNG plots and a table (vyapaar_stack.bench)
@@ -32,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from . import bench, cluster, demo, images, infra, node, release, system
+from . import bench, chaos, cluster, components, demo, images, infra, node, release, system
 from .config import REPO_ROOT, StackConfig
 from .processes import StackError
 
@@ -133,6 +140,24 @@ def stack_status(config: StackConfig) -> int:
     return 0 if all(states.values()) else 1
 
 
+def stack_component(config: StackConfig, args: argparse.Namespace) -> int:
+    """`stack stop|start|restart|kill NAME`: one component, the rest left running."""
+    name = args.component
+    if args.action == "kill":
+        try:
+            sig = components.parse_signal(args.signal)
+        except ValueError as exc:
+            raise StackError(str(exc)) from None
+        done = components.kill(config, name, sig)
+        print(f"{name}: {sig.name} sent" if done else f"{name}: not running")
+    elif args.action == "stop":
+        print(f"{name}: stopped" if components.stop(config, name) else f"{name}: not running")
+    else:
+        began = getattr(components, args.action)(config, name)
+        print(f"{name}: ready in {began:.1f}s")
+    return 0
+
+
 def stack_images(config: StackConfig, args: argparse.Namespace) -> None:
     """Build (and, with the real node up, load) the images; print name and archive."""
     tag, targets = args.tag, args.target or list(images.PRODUCT_TARGETS)
@@ -211,6 +236,8 @@ STACK_EXAMPLES = """examples:
   eval "$(vyapaar stack env)"       # KUBECONFIG and VYAPAAR_*_URL for this shell
   vyapaar stack images --tag dev    # localhost/vyapaar/{operator,services}:dev, loaded on the node
   vyapaar stack infra-secret --namespace vyapaar | kubectl apply -f -
+  vyapaar stack restart rabbitmq     # one component on its own, started as the stack starts it
+  vyapaar stack kill operator --signal KILL   # no graceful shutdown; `start operator` after
   vyapaar stack down                # stop everything; no process is left behind
 """
 
@@ -231,6 +258,18 @@ def register(commands: Any) -> None:
                                  epilog="example: vyapaar stack down --only node")
     down.add_argument("--only", choices=["node"], help="remove only the real node")
     stack_cmds.add_parser("status", help="show what runs", epilog="example: vyapaar stack status")
+    for action, what in (("stop", "stop one component (the rest runs on)"),
+                         ("start", "start one component and wait until it is ready"),
+                         ("restart", "stop one component, start it again as the stack did")):
+        one = stack_cmds.add_parser(action, help=what,
+                                    epilog=f"example: vyapaar stack {action} rabbitmq")
+        one.add_argument("component", help="e.g. operator, payment, gateway, rabbitmq, postgres, "
+                         "redis, etcd, kube-apiserver, kubelet, containerd")
+    kill = stack_cmds.add_parser("kill", help="send a signal to one component",
+                                 epilog="example: vyapaar stack kill operator --signal KILL")
+    kill.add_argument("component", help="as for restart")
+    kill.add_argument("--signal", default="TERM",
+                      help="KILL (no graceful shutdown), TERM (default), STOP, CONT, ...")
     env = stack_cmds.add_parser("env", help="print the environment to use the stack",
                                 epilog='example: eval "$(vyapaar stack env)"')
     env.add_argument("--pod", action="store_true",
@@ -265,6 +304,7 @@ def register(commands: Any) -> None:
     demo_cmd.set_defaults(func=lambda args: _guarded(
         lambda: run_demo(StackConfig(), on_cluster=args.cluster)))
     bench.register(commands)
+    chaos.register(commands)
 
 
 def environment_defaults() -> dict[str, str]:
@@ -293,6 +333,8 @@ def run_stack(args: argparse.Namespace) -> int:
             stack_down(config, args.only)
         elif args.action == "status":
             return stack_status(config)
+        elif args.action in ("stop", "start", "restart", "kill"):
+            return stack_component(config, args)
         elif args.action == "env":
             stack_env(config, args.pod)
         elif args.action == "images":
