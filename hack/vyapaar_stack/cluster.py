@@ -113,6 +113,14 @@ def _node_ready_args(config: StackConfig) -> list[tuple[str, str, str, bool]]:
     ]
 
 
+#: One instance each and no supervisor: without a lease to lose, an outage or a restart of
+#: kube-apiserver (or etcd) does not make them exit ("leaderelection lost"), which would
+#: leave a cluster without controllers (no ServiceAccounts, no Deployments) until re-created.
+NO_LEADER_ELECTION = [
+    ("kube-controller-manager", "leader-elect", "false", False),
+    ("kube-scheduler", "leader-elect", "false", False),
+]
+
 FAKE_NODE_SELECTOR = "kwok.x-k8s.io/node=fake"
 #: Keeps pods off kwok's fake nodes while the real node is up (scale tests tolerate it).
 FAKE_NODE_TAINT = "kwok.x-k8s.io/node=fake:NoSchedule"
@@ -120,7 +128,7 @@ FAKE_NODE_TAINT = "kwok.x-k8s.io/node=fake:NoSchedule"
 
 def _kwokctl_configuration(config: StackConfig) -> dict[str, Any]:
     patches: dict[str, list[dict[str, Any]]] = {}
-    for component, key, value, override in _node_ready_args(config):
+    for component, key, value, override in [*_node_ready_args(config), *NO_LEADER_ELECTION]:
         patches.setdefault(component, []).append(
             {"key": key, "value": value, "override": override}
         )

@@ -42,7 +42,7 @@ class Component:
     name: str
     group: str
     processes: Callable[[], list[Process]]
-    start: Callable[[], None]
+    start: Callable[[], object]
     ready: Callable[[], bool]
     startup_timeout: float = 60.0
 
@@ -50,17 +50,18 @@ class Component:
         return all(p.is_running() for p in self.processes())
 
 
+def _relaunched(name: str, group: str, proc: Process, ready: Callable[[], bool],
+                startup_timeout: float = 60.0) -> Component:
+    """A component of one process, started again the way it was last started."""
+    return Component(name, group, lambda: [proc], proc.relaunch, ready, startup_timeout)
+
+
 # -- the product: relaunched from its launch record ----------------------------------------------
 
 
 def _product(config: StackConfig, name: str, health_url: str) -> Component:
-    proc = Process(name, config.state_dir / "run")
-    return Component(name, "product", lambda: [proc], lambda: _relaunch(proc),
-                     lambda: http_ok(health_url))
-
-
-def _relaunch(proc: Process) -> None:
-    proc.relaunch()
+    return _relaunched(name, "product", Process(name, config.state_dir / "run"),
+                       functools.partial(http_ok, health_url))
 
 
 def _product_components(config: StackConfig) -> list[Component]:
@@ -132,8 +133,7 @@ def _control_plane_components(config: StackConfig) -> list[Component]:
             ready = functools.partial(_etcd_ready, proc)
         else:
             ready = proc.is_running
-        found.append(Component(name, "control plane", functools.partial(lambda p: [p], proc),
-                               functools.partial(_relaunch, proc), ready, startup_timeout=90))
+        found.append(_relaunched(name, "control plane", proc, ready, startup_timeout=90))
     return found
 
 
@@ -164,8 +164,7 @@ def _node_components(config: StackConfig) -> list[Component]:
         "kube-proxy": agents.kube_proxy_healthy,
         "coredns": dns.ready,
     }
-    return [Component(name, "node", functools.partial(lambda p: [p], layout.process(name)),
-                      functools.partial(_relaunch, layout.process(name)), check)
+    return [_relaunched(name, "node", layout.process(name), check)
             for name, check in checks.items()]
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from vyapaar_stack import components
@@ -102,3 +104,25 @@ def test_a_wrong_name_or_signal_is_a_clear_error_that_changes_nothing(
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert running_system.operator().pid() == before
+
+
+@pytest.mark.slow
+def test_the_controllers_outlive_a_restart_of_the_apiserver(running_system: System,
+                                                           kubectl: Any) -> None:
+    """Nothing restarts them here, so they must not exit when their lease cannot be renewed:
+    without them a new namespace never gets its ServiceAccount."""
+    config = running_system.config
+    assert vyapaar("restart", "kube-apiserver").returncode == 0
+    time.sleep(15)  # longer than a lease's renew deadline
+    for name in ("kube-controller-manager", "kube-scheduler"):
+        assert components.find(config, name).running(), f"{name} exited"
+    namespace = f"restart-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", namespace)
+    try:
+        deadline = time.monotonic() + 30
+        while kubectl("get", "serviceaccount", "default", "-n", namespace,
+                      check=False).returncode != 0:
+            assert time.monotonic() < deadline, "no ServiceAccount: the controllers are gone"
+            time.sleep(0.5)
+    finally:
+        kubectl("delete", "namespace", namespace, "--wait=false")

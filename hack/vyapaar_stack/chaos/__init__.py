@@ -55,6 +55,8 @@ def register(commands: Any) -> None:
                             "(default 60)")
     chaos.add_argument("--report", type=Path, metavar="PATH",
                        help="write the JSON report here (default: .state/chaos/<namespace>.json)")
+    chaos.add_argument("--no-plot", action="store_true",
+                       help="no PNG timeline beside the report")
     chaos.add_argument("--keep", action="store_true",
                        help="keep the run's namespace and its Orders for a look afterwards")
     chaos.set_defaults(func=main)
@@ -97,9 +99,15 @@ def main(args: argparse.Namespace) -> int:
         return 3
     path = args.report or config.state_dir / "chaos" / f"{report.namespace}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report.to_json(), indent=1, default=str) + "\n")
+    data = report.to_json()
+    path.write_text(json.dumps(data, indent=1, default=str) + "\n")
     print_report(report)
     print(f"report: {path}")
+    if not args.no_plot:
+        from .plot import timeline
+
+        timeline(data, path.with_suffix(".png"))
+        print(f"timeline: {path.with_suffix('.png')}")
     return 0 if report.passed else 1
 
 

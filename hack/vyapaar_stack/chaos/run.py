@@ -62,6 +62,10 @@ class Report:
     timed_out: bool = False
     create_failures: int = 0
     outcomes: dict[str, dict[str, int]] = field(default_factory=dict)
+    started_at: float = 0.0
+    """Unix time the load started (the report's times count from it)."""
+    ended_at: dict[str, float] = field(default_factory=dict)
+    """Unix time each order was first seen terminal, or gone."""
 
     @property
     def passed(self) -> bool:
@@ -89,6 +93,10 @@ class Report:
                         "recovery_seconds": p.recovery_seconds, "error": p.error}
                        for p in self.played],
             "quiescent_after_last_fault_seconds": self.quiescent_after,
+            "timeline": {
+                "created": [round(f.created_at - self.started_at, 2) for f in created],
+                "finished": [round(t - self.started_at, 2) for t in self.ended_at.values()],
+            },
             "timed_out": self.timed_out,
             "dead_letters": [asdict(d) for d in self.dead_letters],
             "verdicts": [{"invariant": v.name, "held": v.held, "checked": v.checked,
@@ -143,6 +151,7 @@ class ChaosRun:
         self.namespace = f"{NAMESPACE_PREFIX}{self.run_id}"
         self.uids: dict[str, str] = {}
         self.last_status: dict[str, dict[str, Any]] = {}
+        self.ended_at: dict[str, float] = {}
         self.created_at: dict[str, float] = {}
         self.create_failures = 0
         self.gone: set[str] = set()
@@ -207,7 +216,9 @@ class ChaosRun:
                 outcomes.setdefault(f.planned.kind, Counter())[state] += 1
         return Report(self.plan.seed, self.scenario, self.namespace, self.plan, self.played,
                       facts, stock, dead, verdicts, quiescent_after, timed_out,
-                      self.create_failures, {k: dict(v) for k, v in sorted(outcomes.items())})
+                      self.create_failures, {k: dict(v) for k, v in sorted(outcomes.items())},
+                      started_at=time.time() - (time.monotonic() - started),
+                      ended_at=dict(self.ended_at))
 
     async def _wait_ready(self, patience: float = 30.0) -> None:
         """The system must answer, all of it; a component just restarted gets a moment."""
@@ -314,6 +325,8 @@ class ChaosRun:
                 self.phases = {n: p for n, p in present.items() if p in
                                ("Completed", "Failed", "Cancelled")}
                 self.gone = set(self.uids) - set(present)
+                for name in [*self.phases, *self.gone]:
+                    self.ended_at.setdefault(name, time.time())
                 if all(n in self.gone or n in self.phases for n in self.uids):
                     return True
             await asyncio.sleep(1.0)

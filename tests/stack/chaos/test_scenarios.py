@@ -45,13 +45,16 @@ def test_the_scenarios_in_the_suite_play_every_kind_of_fault() -> None:
 def test_every_invariant_holds_under(running_system: System, tmp_path: Path,
                                     scenario: str) -> None:
     result, report = chaos(tmp_path / "report.json", "--scenario", scenario, "--orders", "16",
-                           "--rate", "4", "--seed", "5")
+                           "--rate", "4", "--seed", "22")
     assert result.returncode == 0, result.stdout
+    assert len(report["orders"]["by_kind"]) == 6  # seed 22: every kind of order
     assert report["passed"]
     assert all(v["held"] for v in report["verdicts"])
     assert [f["error"] for f in report["faults"]] == [None] * len(SCENARIOS[scenario])
     assert report["orders"]["created"] == 16
     assert "verdict: every invariant held" in result.stdout
+    assert len(report["timeline"]["finished"]) == 16
+    assert (tmp_path / "report.png").stat().st_size > 10_000  # the timeline, faults shaded
 
 
 FORGETFUL_PAYMENT = '''
