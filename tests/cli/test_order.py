@@ -217,12 +217,15 @@ async def test_an_order_created_from_a_sample_manifest_is_shown_by_get_and_list(
     assert shown["name"] == name
     assert shown["spec"] == {**yaml.safe_load(path.read_text())["spec"], "cancel": False}
 
+    code, out, err = vyapaar("watch", name)  # the saga runs to its end
+    assert code == 0, err
     code, out, err = vyapaar("get", name)
     assert code == 0, err
     header, row = out.splitlines()[:2]
     assert header.split() == ["NAME", "PHASE", "REASON", "TOTAL", "AGE"]
-    assert row.split()[0] == name and "3499.00 INR" in row
-    assert "STEP" in out  # and, once the saga runs, one row per step
+    assert row.split()[:2] == [name, "Completed"] and "3499.00 INR" in row
+    steps = out[out.index("STEP"):].splitlines()[1:]  # then one row per step, in saga order
+    assert [line.split()[0] for line in steps] == ["reserve", "pay", "ship", "commit", "notify"]
 
     code, out, err = vyapaar("list")
     assert code == 0, err
