@@ -217,7 +217,7 @@ def running_system(local_infra: StackConfig, crds: Path) -> Iterator[System]:
     tests' operator must not stay behind in its place.
     """
     config = local_infra
-    was_running = all(system.status(config).values())
+    was_running = system.running(config)  # its readiness may follow an infra restart
     system.down(config)  # start from this code, with the test settings
     for name in system.SERVICES:
         system.start_service(config, name)

@@ -252,6 +252,13 @@ def down(config: StackConfig) -> None:
         _process(config, name).stop()
 
 
+def running(config: StackConfig) -> bool:
+    """Whether the system's processes are all alive (ready or not: the infrastructure under
+    them may be restarting)."""
+    return all(_process(config, name).pid() is not None
+               for name in (*SERVICES, "gateway", "operator"))
+
+
 def status(config: StackConfig) -> dict[str, bool]:
     states = {name: http_ok(f"{service_url(config, name)}/readyz") for name in SERVICES}
     states["gateway"] = http_ok(f"{gateway_url(config)}/readyz")

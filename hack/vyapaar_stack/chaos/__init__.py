@@ -117,6 +117,9 @@ def print_report(report: Report) -> None:
           f"{report.scenario or 'random faults'})")
     print(f"orders: {data['orders']['created']} created of {data['orders']['planned']}; "
           f"outcomes by kind: {data['outcomes']}")
+    if not report.load_played:
+        print(f"LOAD NOT PLAYED AS PLANNED: {report.create_failures} creates failed; "
+              f"could not {', '.join(report.act_failures) or '-'}")
     money = data["money"]
     print(f"money: {money['captures']} captures ({money['captured']}), "
           f"{money['refunds']} refunds ({money['refunded']})")

@@ -30,7 +30,7 @@ from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client.exceptions import ApiException
 from vyapaar_messaging import dlq
 from vyapaar_messaging.topology import DEFAULT_TOPOLOGY
-from vyapaar_operator.orders import GROUP, KIND, PLURAL, VERSION
+from vyapaar_operator.orders import GROUP, KIND, MERGE_PATCH, PLURAL, VERSION
 
 from .. import system
 from ..config import StackConfig
@@ -44,6 +44,7 @@ CLIENT_RETRY_SECONDS = 90.0
 """How long a create, cancel or delete is tried again (an apiserver outage is shorter)."""
 
 Progress = Callable[[str], None]
+TERMINAL = frozenset({"Completed", "Failed", "Cancelled"})
 
 
 @dataclass
@@ -61,6 +62,8 @@ class Report:
     """Seconds from the end of the last fault until every order was terminal."""
     timed_out: bool = False
     create_failures: int = 0
+    act_failures: list[str] = field(default_factory=list)
+    """Planned cancellations and deletions that could not be made."""
     outcomes: dict[str, dict[str, int]] = field(default_factory=dict)
     started_at: float = 0.0
     """Unix time the load started (the report's times count from it)."""
@@ -69,7 +72,13 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        return not self.timed_out and all(v.held for v in self.verdicts)
+        return self.load_played and not self.timed_out and all(v.held for v in self.verdicts)
+
+    @property
+    def load_played(self) -> bool:
+        """Every planned create, cancellation and deletion was made (else the run did not
+        test what it planned)."""
+        return not self.create_failures and not self.act_failures
 
     def to_json(self) -> dict[str, Any]:
         created = [f for f in self.facts if f.uid is not None]
@@ -83,6 +92,7 @@ class Report:
             "passed": self.passed,
             "orders": {"planned": len(self.plan.orders), "created": len(created),
                        "create_failures": self.create_failures,
+                       "act_failures": self.act_failures,
                        "by_kind": dict(self.plan.kinds())},
             "outcomes": self.outcomes,
             "money": {"captures": money["charges"], "captured": money["charge_amount"],
@@ -121,15 +131,15 @@ def _manifest(order: PlannedOrder, sku: str) -> dict[str, Any]:
     }
 
 
-async def _retrying(what: Callable[[], Any], *, until: float) -> Any:
+async def retrying(what: Callable[[], Any], *, until: float) -> Any:
     """Call `what` until it succeeds or `until` (monotonic) passes; None if it never did."""
     delay = 0.5
     while True:
         try:
             return await what()
         except ApiException as exc:
-            if exc.status in (404, 409, 422):
-                raise
+            if 400 <= exc.status < 500 and exc.status != 429:
+                raise  # a refusal, not an outage: trying again cannot change it
         except (aiohttp.ClientError, TimeoutError, OSError):
             pass
         if time.monotonic() > until:
@@ -154,6 +164,8 @@ class ChaosRun:
         self.ended_at: dict[str, float] = {}
         self.created_at: dict[str, float] = {}
         self.create_failures = 0
+        self.act_failures: list[str] = []
+        """Planned cancellations and deletions the apiserver refused or never took."""
         self.gone: set[str] = set()
         self.phases: dict[str, str] = {}
         self.played: list[Played] = []
@@ -216,7 +228,8 @@ class ChaosRun:
                 outcomes.setdefault(f.planned.kind, Counter())[state] += 1
         return Report(self.plan.seed, self.scenario, self.namespace, self.plan, self.played,
                       facts, stock, dead, verdicts, quiescent_after, timed_out,
-                      self.create_failures, {k: dict(v) for k, v in sorted(outcomes.items())},
+                      self.create_failures, self.act_failures,
+                      {k: dict(v) for k, v in sorted(outcomes.items())},
                       started_at=time.time() - (time.monotonic() - started),
                       ended_at=dict(self.ended_at))
 
@@ -236,10 +249,11 @@ class ChaosRun:
     async def _tick(self, clock: Callable[[], float]) -> None:
         while True:
             await asyncio.sleep(2.0)
-            finished = Counter(self.phases.values())
+            terminal = len(set(self.phases) - self.gone)
             faults = ", ".join(sorted(self.running)) or "none"
             self.progress(f"t={clock():5.1f}s created {len(self.uids)}/{len(self.plan.orders)}"
-                          f"  terminal {sum(finished.values())}  faults now: {faults}")
+                          f"  terminal {terminal}  deleted {len(self.gone)}"
+                          f"  faults now: {faults}")
 
     async def _fault(self, player: FaultPlayer, fault: Any, started: float) -> None:
         await asyncio.sleep(max(0.0, started + fault.at - time.monotonic()))
@@ -274,7 +288,9 @@ class ChaosRun:
                             version = None
                             break
                         version = event["object"]["metadata"]["resourceVersion"]
-                        if event["type"] != "BOOKMARK":
+                        if event["type"] == "DELETED":
+                            self._gone(event["object"]["metadata"]["name"])
+                        elif event["type"] != "BOOKMARK":
                             self._saw(event["object"])
             except asyncio.CancelledError:
                 raise
@@ -282,14 +298,21 @@ class ChaosRun:
                 await asyncio.sleep(1.0)
 
     def _saw(self, obj: Mapping[str, Any]) -> None:
-        status = obj.get("status") or {}
+        name, status = obj["metadata"]["name"], obj.get("status") or {}
         if status.get("phase"):
-            self.last_status[obj["metadata"]["name"]] = dict(status)
+            self.last_status[name] = dict(status)
+        if status.get("phase") in TERMINAL:
+            self.phases[name] = status["phase"]
+            self.ended_at.setdefault(name, time.time())
+
+    def _gone(self, name: str) -> None:
+        self.gone.add(name)
+        self.ended_at.setdefault(name, time.time())
 
     async def _order(self, order: PlannedOrder, started: float) -> None:
         await asyncio.sleep(max(0.0, started + order.at - time.monotonic()))
         manifest = _manifest(order, self.sku(order.sku))
-        created = await _retrying(lambda: self.objs.create_namespaced_custom_object(
+        created = await retrying(lambda: self.objs.create_namespaced_custom_object(
             GROUP, VERSION, self.namespace, PLURAL, manifest, _request_timeout=15),
             until=time.monotonic() + CLIENT_RETRY_SECONDS)
         if created is None:
@@ -301,32 +324,39 @@ class ChaosRun:
             return
         await asyncio.sleep(order.act_after)
         until = time.monotonic() + CLIENT_RETRY_SECONDS
-        with contextlib.suppress(ApiException):  # already gone: nothing to cancel
+        try:
             if order.kind == "cancel":
-                await _retrying(lambda: self.objs.patch_namespaced_custom_object(
+                acted = await retrying(lambda: self.objs.patch_namespaced_custom_object(
                     GROUP, VERSION, self.namespace, PLURAL, order.name,
-                    {"spec": {"cancel": True}}, _request_timeout=15), until=until)
+                    {"spec": {"cancel": True}}, _request_timeout=15,
+                    _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # via **kwargs
+                ), until=until)
             else:
-                await _retrying(lambda: self.objs.delete_namespaced_custom_object(
+                acted = await retrying(lambda: self.objs.delete_namespaced_custom_object(
                     GROUP, VERSION, self.namespace, PLURAL, order.name, _request_timeout=15),
                     until=until)
+        except ApiException as exc:
+            acted = None if exc.status != 404 else True  # already gone: nothing left to do
+        if acted is None:
+            self.act_failures.append(f"{order.kind} {order.name}")
+            self.progress(f"could not {order.kind} {order.name}")
 
     async def _quiesce(self, clock: Callable[[], float], faults_end: float) -> bool:
         """Until every created order is terminal or gone; False after the bound (plus a
         margin for the last creates) without that."""
         deadline = faults_end + self.bound + 30.0
         while clock() < deadline:
-            listed = await _retrying(lambda: self.objs.list_namespaced_custom_object(
+            listed = await retrying(lambda: self.objs.list_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, _request_timeout=15),
                 until=time.monotonic() + 10)
             if listed is not None:
                 present = {o["metadata"]["name"]: (o.get("status") or {}).get("phase")
                            for o in listed["items"]}
-                self.phases = {n: p for n, p in present.items() if p in
-                               ("Completed", "Failed", "Cancelled")}
-                self.gone = set(self.uids) - set(present)
-                for name in [*self.phases, *self.gone]:
+                self.phases = {n: p for n, p in present.items() if p in TERMINAL}
+                for name in self.phases:
                     self.ended_at.setdefault(name, time.time())
+                for name in set(self.uids) - set(present):
+                    self._gone(name)
                 if all(n in self.gone or n in self.phases for n in self.uids):
                     return True
             await asyncio.sleep(1.0)

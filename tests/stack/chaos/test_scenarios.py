@@ -52,6 +52,7 @@ def test_every_invariant_holds_under(running_system: System, tmp_path: Path,
     assert all(v["held"] for v in report["verdicts"])
     assert [f["error"] for f in report["faults"]] == [None] * len(SCENARIOS[scenario])
     assert report["orders"]["created"] == 16
+    assert report["orders"]["act_failures"] == []  # every cancellation and deletion was made
     assert "verdict: every invariant held" in result.stdout
     assert len(report["timeline"]["finished"]) == 16
     assert (tmp_path / "report.png").stat().st_size > 10_000  # the timeline, faults shaded
