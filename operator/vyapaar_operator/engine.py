@@ -26,7 +26,7 @@ from vyapaar_messaging.outage import OutageLog
 from vyapaar_operator import metrics, saga
 from vyapaar_operator.admission import Admission
 from vyapaar_operator.deadlines import Deadlines
-from vyapaar_operator.orders import Conflict, OrderRef, OrderStore, has_finalizer, ref_of
+from vyapaar_operator.orders import Conflict, Gone, OrderRef, OrderStore, has_finalizer, ref_of
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +217,9 @@ class SagaEngine:
             except Conflict:
                 metrics.STATUS_CONFLICTS.inc()
                 obj = None
+            except Gone:  # deleted once its saga let it go: nothing left to decide
+                self.forget(ref)
+                return None
         raise GaveUp(f"{ref}: {self.write_retries} conflicting writes in a row")
 
     async def _apply_once(

@@ -30,6 +30,10 @@ class Conflict(Exception):
     """The object changed since it was read (HTTP 409); re-read and decide again."""
 
 
+class Gone(Exception):
+    """The object no longer exists (HTTP 404): deleted since it was read, its saga over."""
+
+
 def apiserver_unavailable(exc: BaseException) -> bool:
     """The apiserver could not be reached, or is overloaded or restarting (429, 5xx): the
     same request will do later."""
@@ -93,6 +97,8 @@ class OrderStore:
         except ApiException as exc:
             if exc.status == 409:
                 raise Conflict(str(exc.reason)) from exc
+            if exc.status == 404:
+                raise Gone(str(ref_of(obj))) from exc
             raise
         return result
 
