@@ -9,6 +9,9 @@ vyapaar stack stop|start|restart NAME     one component on its own (the operator
                                           rabbitmq, postgres, etcd, kube-apiserver, kubelet ...)
 vyapaar stack kill NAME [--signal KILL]   signal one component (KILL: no graceful shutdown;
                                           STOP/CONT: freeze and thaw it)
+vyapaar stack kill|restart NAME --namespace NS
+                                          the same on a cluster install: signal the pods'
+                                          containers, or delete the pods
 vyapaar stack env [--pod]                 export lines for a shell: eval "$(vyapaar stack env)"
 vyapaar stack images [--tag T] [--infra]  build the images with buildah (no Docker, no registry)
                                           and load them into the real node when it is up
@@ -39,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from . import bench, chaos, cluster, components, demo, images, infra, node, release, system
+from . import bench, chaos, cluster, components, demo, images, infra, node, pods, release, system
 from .config import REPO_ROOT, StackConfig
 from .processes import StackError
 
@@ -143,15 +146,23 @@ def stack_status(config: StackConfig) -> int:
 def stack_component(config: StackConfig, args: argparse.Namespace) -> int:
     """`stack stop|start|restart|kill NAME`: one component, the rest left running."""
     name = args.component
+    namespace = getattr(args, "namespace", None)
     if args.action == "kill":
         try:
             sig = components.parse_signal(args.signal)
         except ValueError as exc:
             raise StackError(str(exc)) from None
+        if namespace:
+            for pod in pods.kill(config, namespace, name, sig):
+                print(f"{namespace}/{pod}: {sig.name} sent to its containers")
+            return 0
         done = components.kill(config, name, sig)
         print(f"{name}: {sig.name} sent" if done else f"{name}: not running")
     elif args.action == "stop":
         print(f"{name}: stopped" if components.stop(config, name) else f"{name}: not running")
+    elif namespace:  # restart on the cluster
+        for pod in pods.delete(config, namespace, name, force=args.force):
+            print(f"{namespace}/{pod}: deleted{' (no grace period)' if args.force else ''}")
     else:
         began = getattr(components, args.action)(config, name)
         print(f"{name}: ready in {began:.1f}s")
@@ -237,6 +248,8 @@ STACK_EXAMPLES = """examples:
   vyapaar stack images --tag dev    # localhost/vyapaar/{operator,services}:dev, loaded on the node
   vyapaar stack infra-secret --namespace vyapaar | kubectl apply -f -
   vyapaar stack restart rabbitmq     # one component on its own, started as the stack starts it
+  vyapaar stack kill operator --signal KILL --namespace vyn   # the operator pod's container
+  vyapaar stack restart payment --namespace vyn --force       # its pods deleted, no grace
   vyapaar stack kill operator --signal KILL   # no graceful shutdown; `start operator` after
   vyapaar stack down                # stop everything; no process is left behind
 """
@@ -265,11 +278,20 @@ def register(commands: Any) -> None:
                                     epilog=f"example: vyapaar stack {action} rabbitmq")
         one.add_argument("component", help="e.g. operator, payment, gateway, rabbitmq, postgres, "
                          "redis, etcd, kube-apiserver, kubelet, containerd")
+        if action == "restart":
+            one.add_argument("--namespace", metavar="NS",
+                             help="on the cluster: delete the component's pods of the release "
+                                  "in NS (its Deployment replaces them)")
+            one.add_argument("--force", action="store_true",
+                             help="with --namespace: no grace period")
     kill = stack_cmds.add_parser("kill", help="send a signal to one component",
                                  epilog="example: vyapaar stack kill operator --signal KILL")
     kill.add_argument("component", help="as for restart")
     kill.add_argument("--signal", default="TERM",
                       help="KILL (no graceful shutdown), TERM (default), STOP, CONT, ...")
+    kill.add_argument("--namespace", metavar="NS",
+                      help="on the cluster: signal the main process of the component's "
+                           "containers in NS (through the real node's containerd)")
     env = stack_cmds.add_parser("env", help="print the environment to use the stack",
                                 epilog='example: eval "$(vyapaar stack env)"')
     env.add_argument("--pod", action="store_true",

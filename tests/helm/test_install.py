@@ -9,13 +9,15 @@ samples, `helm test`, an upgrade under load, uninstall.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 
 import asyncpg
 import pytest
 import yaml
-from vyapaar_stack import demo, images, node, release
+from vyapaar_stack import demo, images, node, pods, release
 from vyapaar_stack.config import REPO_ROOT, StackConfig
 from vyapaar_stack.release import Release
 from vyapaar_stack.testing import HELM_NAMESPACE_PREFIX, order_manifest
@@ -74,9 +76,74 @@ async def test_the_samples_reach_their_phases_processed_by_the_pods(installed: R
     assert uid in logs
 
 
+async def assert_money_and_stock(installed: Release, phases: dict[str, str], sku: str,
+                                 initial: int) -> None:
+    """The ledger and the stock of these orders, read from the release's own database:
+    at most one charge each, refunds equal to charges unless completed, stock conserved."""
+    names = list(phases)
+    uids = {installed.order(n)["metadata"]["uid"]: phases[n] for n in names}
+    conn = await asyncpg.connect(installed.database_url)
+    try:
+        ledger = await conn.fetch(
+            "SELECT order_uid, kind, count(*) AS n, sum(amount) AS amount"
+            " FROM payment.ledger_entries WHERE order_uid = ANY($1::text[])"
+            " GROUP BY order_uid, kind", list(uids))
+        stock = await conn.fetchrow(
+            "SELECT available, held, committed FROM inventory.stock WHERE sku = $1", sku)
+    finally:
+        await conn.close()
+    entries = {(r["order_uid"], r["kind"]): (r["n"], r["amount"]) for r in ledger}
+    for uid, phase in uids.items():
+        charges, charged = entries.get((uid, "charge"), (0, 0))
+        refunds, refunded = entries.get((uid, "refund"), (0, 0))
+        assert charges <= 1, f"{uid} charged {charges} times"
+        if phase == "Completed":
+            assert (charges, refunds) == (1, 0), uid
+        else:  # every charge of an order that did not complete was refunded, to the cent
+            assert (refunds, refunded) == (charges, charged), uid
+    completed = sum(1 for p in phases.values() if p == "Completed")
+    # Stock is conserved, and what was committed is what the completed orders bought.
+    assert stock["held"] == 0
+    assert stock["available"] + stock["committed"] == initial
+    assert stock["committed"] == completed
+
+
 def test_helm_test_passes(installed: Release) -> None:
     out = installed.helm("test", RELEASE, "-n", installed.namespace, "--timeout", "180s")
     assert "Phase:          Succeeded" in out or "Succeeded" in out, out
+
+
+def stack(*args: str) -> str:
+    """`vyapaar stack ...` as a person runs it."""
+    result = subprocess.run([sys.executable, "-m", "vyapaar_cli", "stack", *args],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+async def test_orders_in_flight_survive_killed_containers_and_deleted_pods(
+    installed: Release,
+) -> None:
+    sku, initial = "SKU-POD-FAULTS", 30
+    installed.put_stock({sku: initial})
+    orders = [order_manifest(f"pod-fault-{i:02d}", sku=sku,
+                             token="tok_decline" if i % 6 == 0 else "tok_visa")
+              for i in range(36)]  # more orders than units: some run out of stock
+    restarts = pods.restarts(installed.config, installed.namespace, "operator")
+    installed.kubectl("apply", "-n", installed.namespace, "-f", "-",
+                      input=json.dumps({"apiVersion": "v1", "kind": "List", "items": orders}))
+
+    out = stack("kill", "operator", "--signal", "KILL", "--namespace", installed.namespace)
+    assert "KILL sent" in out  # the container's process, not the pod: the kubelet restarts it
+    out = stack("restart", "payment", "--namespace", installed.namespace, "--force")
+    assert "deleted (no grace period)" in out
+    stack("restart", "inventory", "--namespace", installed.namespace)  # gracefully
+
+    phases = installed.wait_terminal([o["metadata"]["name"] for o in orders], within=300)
+    assert set(phases.values()) <= {"Completed", "Failed"}, phases
+    assert "Completed" in phases.values()
+    assert pods.restarts(installed.config, installed.namespace, "operator") > restarts
+    await assert_money_and_stock(installed, phases, sku, initial)
 
 
 #: the second image tag: the same sources, another build, as a release upgrade brings
@@ -110,31 +177,7 @@ async def test_an_upgrade_with_orders_in_flight_loses_none_and_breaks_no_invaria
     assert running == {f"localhost/vyapaar/operator:{UPGRADE_TAG}",
                        f"localhost/vyapaar/services:{UPGRADE_TAG}"}
 
-    uids = {installed.order(n)["metadata"]["uid"]: phases[n] for n in names}
-    conn = await asyncpg.connect(installed.database_url)
-    try:
-        ledger = await conn.fetch(
-            "SELECT order_uid, kind, count(*) AS n, sum(amount) AS amount"
-            " FROM payment.ledger_entries WHERE order_uid = ANY($1::text[])"
-            " GROUP BY order_uid, kind", list(uids))
-        stock = await conn.fetchrow(
-            "SELECT available, held, committed FROM inventory.stock WHERE sku = $1", sku)
-    finally:
-        await conn.close()
-    entries = {(r["order_uid"], r["kind"]): (r["n"], r["amount"]) for r in ledger}
-    for uid, phase in uids.items():
-        charges, charged = entries.get((uid, "charge"), (0, 0))
-        refunds, refunded = entries.get((uid, "refund"), (0, 0))
-        assert charges <= 1, f"{uid} charged {charges} times"
-        if phase == "Completed":
-            assert (charges, refunds) == (1, 0), uid
-        else:  # every charge of an order that did not complete was refunded, to the cent
-            assert (refunds, refunded) == (charges, charged), uid
-    completed = sum(1 for p in phases.values() if p == "Completed")
-    # Stock is conserved, and what was committed is what the completed orders bought.
-    assert stock["held"] == 0
-    assert stock["available"] + stock["committed"] == initial
-    assert stock["committed"] == completed
+    await assert_money_and_stock(installed, phases, sku, initial)
 
 
 def test_uninstall_leaves_only_what_is_documented(installed: Release) -> None:
