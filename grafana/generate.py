@@ -267,10 +267,12 @@ def saga_overview() -> dict[str, Any]:
         timeseries("Sagas in flight by phase", "Non-terminal sagas known to the operator, "
                    "by phase.", "short",
                    target("sum by (phase) (vyapaar_saga_in_flight)", "{{phase}}"), stack=True),
-        timeseries("Queued by the in-flight limit", "Orders waiting in Pending for a saga "
-                   "slot, and the limit of sagas running at once (0: none).", "short",
+        timeseries("Queued and paused", "Orders waiting in Pending for a saga slot, the "
+                   "limit of sagas running at once (0: none), and sagas held by spec.paused "
+                   "(vyapaar orders pause|resume).", "short",
                    target("sum(vyapaar_saga_queued)", "queued"),
-                   target("max(vyapaar_saga_in_flight_limit)", "limit")),
+                   target("max(vyapaar_saga_in_flight_limit)", "limit"),
+                   target("sum(vyapaar_saga_paused)", "paused")),
         timeseries("Saga duration percentiles", "Time from a saga's start to its outcome.",
                    "s",
                    target(quantile(0.5, "vyapaar_saga_duration_seconds"), "p50"),
@@ -335,6 +337,15 @@ def saga_overview() -> dict[str, Any]:
         timeseries("Transitions by reason", "Saga transitions (Kubernetes Events) per second.",
                    "ops",
                    target(rate("vyapaar_saga_transitions_total", "reason"), "{{reason}}")),
+        row("Circuit breakers"),
+        timeseries("Circuit breaker state", "The operator's breaker toward each service: 0 "
+                   "closed, 1 half-open (probing), 2 open: forward commands held, sagas wait "
+                   "at that step (alert VyapaarCircuitBreakerOpen).", "short",
+                   target("max by (service) (vyapaar_circuit_breaker_state)", "{{service}}")),
+        timeseries("Commands held by a breaker", "Forward commands an open breaker kept back, "
+                   "per second, by service.", "ops",
+                   target(rate("vyapaar_circuit_breaker_held_commands_total", "service"),
+                          "{{service}}")),
     ]
     return dashboard("vyapaar-saga-overview", "Vyapaar Nexus / Saga overview",
                      "Order sagas: throughput by outcome, phases, durations, compensations, "

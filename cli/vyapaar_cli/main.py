@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from vyapaar_cli import dlq, order, plugins, top
+from vyapaar_cli import dlq, order, orders, plugins, top
 from vyapaar_cli.errors import CliError
 from vyapaar_cli.settings import Settings
 
@@ -22,6 +22,7 @@ EPILOG = """examples:
   vyapaar dlq list                 # dead-lettered messages per queue
   vyapaar top                      # the key saga figures, live from Prometheus
   vyapaar order watch NAME         # an order's saga, live, through the gateway
+  vyapaar orders pause -n shop -l campaign=diwali    # hold many sagas at once (resume, retry)
   vyapaar COMMAND --help           # the flags and examples of one command
 
 settings come from flags, else VYAPAAR_* environment variables (VYAPAAR_AMQP_URL,
@@ -42,6 +43,7 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     dlq.add_arguments(commands, settings)
     order.add_arguments(commands, settings)
+    orders.add_arguments(commands, settings)
     top.add_arguments(commands, settings)
     plugins.register_all(modules, commands)
     return parser

@@ -84,6 +84,8 @@ class Frame:
     phases: dict[str, float] = field(default_factory=dict)
     stuck: float = 0.0
     awaiting_repair: float = 0.0
+    paused: float = 0.0
+    breakers: dict[str, float] = field(default_factory=dict)
     p50: float = math.nan
     p99: float = math.nan
     compensations: dict[str, float] = field(default_factory=dict)
@@ -111,6 +113,8 @@ def collect(prometheus: Prometheus, window: str = "1m") -> Frame:
     frame.phases = _by(q("sum by (phase) (vyapaar_saga_in_flight)"), "phase")
     frame.stuck = _one(q("sum(vyapaar_saga_stuck)"))
     frame.awaiting_repair = _one(q("sum(vyapaar_saga_awaiting_repair)"))
+    frame.paused = _one(q("sum(vyapaar_saga_paused)"))
+    frame.breakers = _by(q("max by (service) (vyapaar_circuit_breaker_state)"), "service")
     durations = "sum by (le) (rate(vyapaar_saga_duration_seconds_bucket[5m]))"
     frame.p50 = _one(q(f"histogram_quantile(0.5, {durations})")) or math.nan
     frame.p99 = _one(q(f"histogram_quantile(0.99, {durations})")) or math.nan
@@ -131,6 +135,9 @@ def collect(prometheus: Prometheus, window: str = "1m") -> Frame:
         for alert in prometheus.alerts() if alert.get("state") == "firing"
     )
     return frame
+
+
+BREAKER_STATES = {0: "closed", 1: "HALF-OPEN", 2: "OPEN"}
 
 
 def _number(value: float, unit: str = "", digits: int = 2) -> str:
@@ -167,7 +174,10 @@ def render(frame: Frame, url: str) -> str:
                      f"total {_number(total, digits=3)}   failed {_number(failure, '%')}"),
         ("in flight", f"{_pairs(frame.phases, PHASES, digits=0)}   total {_number(in_flight)}"
                       f"   stuck {_number(frame.stuck)}"
-                      f"   awaiting repair {_number(frame.awaiting_repair)}"),
+                      f"   awaiting repair {_number(frame.awaiting_repair)}"
+                      f"   paused {_number(frame.paused)}"),
+        ("breakers", "  ".join(f"{name} {BREAKER_STATES.get(int(value), '?')}"
+                               for name, value in sorted(frame.breakers.items())) or "-"),
         ("saga duration", f"p50 {_number(frame.p50, 's')}   p99 {_number(frame.p99, 's')}"
                           "   (last 5m)"),
         ("compensations", f"{_number(compensations, digits=0)} in the last 5m   "

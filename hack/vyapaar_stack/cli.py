@@ -336,6 +336,8 @@ def environment_defaults() -> dict[str, str]:
     config = StackConfig()
     defaults = {key: value for key, value in config.env().items() if key.startswith("VYAPAAR_")}
     defaults["VYAPAAR_GATEWAY_URL"] = system.gateway_url(config)
+    if config.kubeconfig.exists():  # `vyapaar orders` on the local stack's cluster
+        defaults["KUBECONFIG"] = str(config.kubeconfig)
     try:
         token = (system.gateway_dir(config) / "demo-token").read_text().strip()
     except OSError:

@@ -31,6 +31,9 @@ OPERATOR_ENV = {
     "VYAPAAR_COMPENSATION_MAX_ATTEMPTS": "6",
     "VYAPAAR_COMPENSATION_BACKOFF_BASE_SECONDS": "0.5",
     "VYAPAAR_COMPENSATION_BACKOFF_MAX_SECONDS": "2",
+    # Off, so that a stopped service's timeouts compensate as the specs of failures expect;
+    # the specs of the breakers turn them on (tests/e2e/test_breakers.py).
+    "VYAPAAR_BREAKER_THRESHOLD": "0",
 }
 
 TERMINAL = {"Completed", "Failed", "Cancelled", "CompensationFailed"}
@@ -48,8 +51,11 @@ class System:
     def operator(self) -> Process:
         return Process("operator", self.config.state_dir / "run")
 
-    def restart_operator(self) -> None:
-        system.start_operator(self.config, OPERATOR_ENV)
+    def restart_operator(self, **settings: str) -> None:
+        """Start the operator (stopped first if it runs) with the tests' settings, and
+        these ones over them."""
+        self.operator().stop()
+        system.start_operator(self.config, {**OPERATOR_ENV, **settings})
         system.wait_operator(self.config)
 
     @property

@@ -23,8 +23,10 @@ from typing import Any, Protocol
 from vyapaar_messaging.metrics import message_type_label
 from vyapaar_messaging.outage import OutageLog
 
-from vyapaar_operator import metrics, saga
+from vyapaar_operator import metrics, observe, saga
 from vyapaar_operator.admission import Admission
+from vyapaar_operator.breaker import BreakerConfig, BreakerState
+from vyapaar_operator.breakers import Breakers, Change
 from vyapaar_operator.deadlines import Deadlines
 from vyapaar_operator.orders import Conflict, Gone, OrderRef, OrderStore, has_finalizer, ref_of
 
@@ -101,7 +103,7 @@ def _start_if_pending(obj: Mapping[str, Any], state: saga.SagaState) -> saga.Eve
 
 
 def state_of(obj: Mapping[str, Any]) -> saga.SagaState:
-    spec = saga.OrderSpec.from_manifest(obj.get("spec") or {})
+    spec = observe.spec_of(obj)
     return saga.SagaState.from_status(obj["metadata"]["uid"], spec, obj.get("status") or {})
 
 
@@ -115,6 +117,7 @@ class SagaEngine:
         deadlines: Deadlines,
         *,
         admission: Admission | None = None,
+        breakers: Breakers | None = None,
         write_retries: int = 10,
         reply_hold: float = 0.0,
     ) -> None:
@@ -124,6 +127,7 @@ class SagaEngine:
         self.config = config
         self.deadlines = deadlines
         self.admission = admission or Admission(0)
+        self.breakers = breakers or Breakers(BreakerConfig(threshold=0))
         self.write_retries = write_retries
         self.reply_hold = reply_hold
         # One lock per order: events for one saga apply one at a time in this
@@ -250,16 +254,33 @@ class SagaEngine:
             obj = await self.store.replace_status(obj, new_status)
             if not decided.is_terminal:
                 self._remember(ref, obj, decided)  # before publishing: replies may be quick
+        breaker_changes: list[Change] = []
         for before, event, decision in observed:
             metrics.observe_decision(before, event, decision,
                                      changed=changed and decision.state != before)
-        unsent = [command for command in commands if not await self._publish(obj, command)]
+            breaker_changes += self.breakers.observe(before, event)
+        unsent, held = [], []
+        for command in commands:
+            if not command.compensation:  # an undo is never held back
+                allowed, changed_breakers = self.breakers.admit(command.service, utcnow())
+                breaker_changes += changed_breakers
+                if not allowed:
+                    held.append(command)
+                    continue
+            if not await self._publish(obj, command):
+                unsent.append(command)
         if unsent:
             self._record_unsent(ref, unsent)
+        if held:
+            self._record_held(ref, held)
         for transition in transitions:
             metrics.TRANSITIONS.labels(transition.reason, transition.type).inc()
             if transition.announced:
                 await self.recorder.record(obj, transition)
+        for change in breaker_changes:
+            await self.recorder.record(obj, change.transition(self.breakers.config))
+            if change.new is BreakerState.CLOSED:
+                self._wake(change.service)
         if decided.is_terminal and not state.is_terminal:
             # Let a deletion proceed now, not on the next watch event.
             with contextlib.suppress(Conflict):  # that next event will retry it
@@ -302,13 +323,38 @@ class SagaEngine:
                 step=command.step, compensation=command.compensation,
                 attempt=command.attempt, now=utcnow())
 
-        async def record() -> None:
-            try:
-                await asyncio.gather(*(self.apply(ref, not_sent(c)) for c in commands))
-            except Exception as exc:
-                log.warning("recording unsent commands of %s failed: %s", ref, exc)
+        self._in_background(ref, [not_sent(c) for c in commands], "recording unsent commands")
 
-        task = asyncio.create_task(record())
+    def _record_held(self, ref: OrderRef, commands: list[saga.Command]) -> None:
+        """Tell the saga, in a write after this one, which commands a circuit breaker kept
+        back: each waits unsent until the breaker probes (or closes: :meth:`_wake`)."""
+        now = utcnow()
+
+        def held(command: saga.Command) -> EventFactory:
+            until = self.breakers.hold(command.service, ref, now)
+            return lambda obj, state: saga.Held(step=command.step, attempt=command.attempt,
+                                                until=until, now=utcnow())
+
+        self._in_background(ref, [held(c) for c in commands], "recording held commands")
+
+    def _wake(self, service: str) -> None:
+        """The breaker toward ``service`` closed: every saga it held publishes now."""
+        now = utcnow()
+
+        def closed(obj: Mapping[str, Any], state: saga.SagaState) -> saga.Event:
+            return saga.BreakerClosed(service=service, now=now)
+
+        for ref in self.breakers.release(service):
+            self._in_background(ref, [closed], f"waking {service}'s held commands")
+
+    def _in_background(self, ref: OrderRef, makers: list[EventFactory], what: str) -> None:
+        async def apply() -> None:
+            try:
+                await asyncio.gather(*(self.apply(ref, make) for make in makers))
+            except Exception as exc:
+                log.warning("%s of %s failed: %s", what, ref, exc)
+
+        task = asyncio.create_task(apply())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

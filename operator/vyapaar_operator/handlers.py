@@ -26,6 +26,7 @@ from vyapaar_messaging.topology import Topology, declare_topology
 
 from vyapaar_operator import observe, replies, saga
 from vyapaar_operator.admission import Admission
+from vyapaar_operator.breakers import Breakers
 from vyapaar_operator.bus import RabbitCommandBus
 from vyapaar_operator.deadlines import Deadlines
 from vyapaar_operator.engine import SagaEngine, utcnow
@@ -102,6 +103,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         ours.saga_config(),
         deadlines,
         admission=Admission(ours.max_in_flight),
+        breakers=Breakers(ours.breaker_config()),
         write_retries=ours.status_write_retries,
         reply_hold=ours.reply_hold,
     )

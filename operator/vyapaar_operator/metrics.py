@@ -130,6 +130,10 @@ TRANSITIONS = Counter(
     "Saga transitions (announced ones also become Kubernetes Events), by reason and type.",
     ["reason", "type"],
 )
+PAUSED = Gauge(
+    "vyapaar_saga_paused",
+    "Sagas held by spec.paused (not judged stuck while paused).",
+)
 QUEUED = Gauge(
     "vyapaar_saga_queued",
     "Orders waiting in Pending for a saga slot (the in-flight limit).",
@@ -228,7 +232,10 @@ def forget(ref: OrderRef) -> None:
 # --------------------------------------------------------------------------------------
 
 _active: dict[str, tuple[str, float]] = {}
-"""Order UID -> (phase, saga start as a Unix timestamp), for non-terminal sagas."""
+"""Order UID -> (phase, saga start as a Unix timestamp), for non-terminal sagas that run."""
+_paused: set[str] = set()
+"""Order UIDs of the sagas held by spec.paused."""
+PAUSED.set_function(lambda: len(_paused))
 
 
 def saga_deadline(config: saga.SagaConfig) -> float:
@@ -328,11 +335,15 @@ def observe_decision(before: saga.SagaState, event: saga.Event, decision: saga.D
                        "applied" if changed and _reply_applied(before, after, event)
                        else "ignored").inc()
     with _lock:
-        if after.is_terminal:
+        if after.is_terminal or after.is_paused:
             _active.pop(after.uid, None)
         else:
             _active[after.uid] = (after.phase.value,
                                   _timestamp(after.started_at, event.now.timestamp()))
+        if after.is_paused:
+            _paused.add(after.uid)
+        else:
+            _paused.discard(after.uid)
     if not changed:
         return
     _observe_steps(before, event, decision)

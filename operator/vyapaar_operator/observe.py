@@ -8,6 +8,7 @@ again from the object itself on the next look.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,15 @@ from vyapaar_operator import saga
 
 RESUME_ANNOTATION = "vyapaar.dev/resume"
 """Set (to any value) on an Order in CompensationFailed, after repairing the cause, to resume."""
+
+
+def spec_of(obj: Mapping[str, Any]) -> saga.OrderSpec:
+    """The Order's spec as the saga sees it: a deletion ends a pause (the Order must be able
+    to go: its finalizer waits for the saga, and a paused saga would never end)."""
+    spec = saga.OrderSpec.from_manifest(obj.get("spec") or {})
+    if spec.paused and obj.get("metadata", {}).get("deletionTimestamp"):
+        spec = replace(spec, paused=False)
+    return spec
 
 
 def implied_event(
@@ -41,4 +51,7 @@ def implied_event(
         return saga.CancelRequested(now=now)
     if first_sight and not state.is_terminal:
         return saga.Recover(now=now)
+    paused = bool(spec.get("paused")) and not meta.get("deletionTimestamp")  # as spec_of
+    if paused != state.is_paused and not state.is_terminal:
+        return saga.PauseChanged(now=now)
     return None

@@ -29,6 +29,12 @@ leave a tombstone that makes a late forward command fail with
 ``ALREADY_COMPENSATED``.  That is what makes it safe to compensate a step whose
 outcome is unknown.
 
+``spec.paused`` holds a saga where it is (:func:`_pause_from_spec`): while paused it
+publishes nothing -- a command it decides on is kept in the status as unsent, exactly
+like one the broker refused -- and no deadline fires; replies are still recorded, they
+are facts.  Unpaused, it sends every command in flight (the same attempt) with its
+timeout counted from then, so a pause never counts as a timeout.
+
 Replies are at-least-once and may be late, duplicated or out of order.  A reply
 is applied only if the step is still waiting for exactly that kind of reply;
 anything else is ignored, which makes applying a reply idempotent.
@@ -171,7 +177,8 @@ class Address:
 
 @dataclass(frozen=True)
 class OrderSpec:
-    """What the customer ordered; immutable except ``cancel`` (the CRD enforces it)."""
+    """What the customer ordered; immutable except ``cancel`` and ``paused`` (the CRD
+    enforces it)."""
 
     customer: Customer
     items: tuple[LineItem, ...]
@@ -179,6 +186,7 @@ class OrderSpec:
     payment_token: str
     shipping_address: Address
     cancel: bool = False
+    paused: bool = False
 
     @property
     def total(self) -> int:
@@ -200,6 +208,9 @@ class OrderSpec:
         cancel = spec.get("cancel", False)
         if not isinstance(cancel, bool):
             raise InvalidOrderSpec("spec.cancel must be a boolean")
+        paused = spec.get("paused", False)
+        if not isinstance(paused, bool):
+            raise InvalidOrderSpec("spec.paused must be a boolean")
         return cls(
             customer=Customer(
                 id=_text(customer, "id", "spec.customer"),
@@ -218,11 +229,12 @@ class OrderSpec:
                 country=_text(address, "country", "spec.shippingAddress"),
             ),
             cancel=cancel,
+            paused=paused,
         )
 
     def to_manifest(self) -> dict[str, Any]:
-        """The inverse of :meth:`from_manifest`."""
-        return {
+        """The inverse of :meth:`from_manifest` (``paused`` only when set)."""
+        manifest: dict[str, Any] = {
             "customer": self.customer.to_payload(),
             "items": [
                 {"sku": i.sku, "quantity": i.quantity, "unitPrice": i.unit_price}
@@ -233,6 +245,9 @@ class OrderSpec:
             "shippingAddress": self.shipping_address.to_payload(),
             "cancel": self.cancel,
         }
+        if self.paused:
+            manifest["paused"] = True
+        return manifest
 
 
 def _mapping(parent: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -504,6 +519,8 @@ class SagaState:
     timeline: tuple[TimelineEntry, ...] = ()
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    paused_at: datetime | None = None
+    """Since when the saga is held by ``spec.paused``; None while it runs."""
 
     @classmethod
     def new(cls, uid: str, spec: OrderSpec) -> SagaState:
@@ -514,6 +531,10 @@ class SagaState:
     def is_terminal(self) -> bool:
         """Nothing more happens without a new input (for CompensationFailed: a Resume)."""
         return self.phase in TERMINAL_PHASES
+
+    @property
+    def is_paused(self) -> bool:
+        return self.paused_at is not None
 
     @property
     def needs_repair(self) -> bool:
@@ -559,6 +580,7 @@ class SagaState:
             "cancelRequested": self.cancel_requested,
             "startedAt": _time_or_none(self.started_at),
             "finishedAt": _time_or_none(self.finished_at),
+            "pausedAt": _time_or_none(self.paused_at),
             "steps": {step.name: _step_to_status(step) for step in self.steps},
             "conditions": [_condition_to_status(c) for c in self.conditions],
             "timeline": [
@@ -595,6 +617,7 @@ class SagaState:
             ),
             started_at=_parse_time_or_none(status.get("startedAt")),
             finished_at=_parse_time_or_none(status.get("finishedAt")),
+            paused_at=_parse_time_or_none(status.get("pausedAt")),
         )
 
 
@@ -680,8 +703,40 @@ class NotSent:
     now: datetime
 
 
+@dataclass(frozen=True, kw_only=True)
+class Held:
+    """A forward command the circuit breaker of its service kept back (see ``breaker``).
+
+    Like a command the broker refused, it never left the operator: the attempt is kept,
+    unsent, and published again at ``until`` (or sooner: the engine wakes the saga when
+    the breaker closes) -- the saga waits at its step instead of spending its budget.
+    """
+
+    step: str
+    attempt: int
+    until: datetime
+    now: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class BreakerClosed:
+    """The circuit breaker of ``service`` closed: what it held goes out now."""
+
+    service: str
+    now: datetime
+
+
+@dataclass(frozen=True)
+class PauseChanged:
+    """``spec.paused`` differs from what the saga holds (the state also notices it on any
+    event): pause, or carry on where it stopped."""
+
+    now: datetime
+
+
 Event: TypeAlias = (
     Start | Queued | Reply | Tick | CancelRequested | Deleted | Recover | Resume | NotSent
+    | Held | BreakerClosed | PauseChanged
 )
 
 
@@ -741,13 +796,18 @@ def decide(state: SagaState, event: Event, config: SagaConfig) -> Decision:
     # spec.cancel is level-triggered: whatever the event, a cancel the saga has not yet
     # seen is handled first, so a missed CancelRequested is never lost.
     decision = _cancel_from_spec(state, now, config)
+    # spec.paused as well: the pause starts or ends before the event is applied (and after
+    # it, if the event took the saga out of CompensationFailed), and whatever the event
+    # decides is held back while the saga is paused.
+    decision = _then(decision, lambda current: _pause_from_spec(current, now, config))
     decision = _then(decision, lambda current: _handle(current, event, now, config))
-    return _record_timeline(decision, now, config)
+    decision = _then(decision, lambda current: _pause_from_spec(current, now, config))
+    return _record_timeline(_hold_while_paused(decision, now), now, config)
 
 
 def next_deadline(state: SagaState) -> datetime | None:
     """When the operator should send the next Tick (None: nothing is waiting on time)."""
-    if state.is_terminal:
+    if state.is_terminal or state.is_paused:
         return None
     deadlines = [step.deadline for step in state.steps if step.deadline is not None]
     return min(deadlines, default=None)
@@ -775,6 +835,12 @@ def _handle(state: SagaState, event: Event, now: datetime, config: SagaConfig) -
             return _resume(state, now, config)
         case NotSent():
             return _on_not_sent(state, event, now, config)
+        case Held():
+            return _on_held(state, event, now)
+        case BreakerClosed():
+            return _on_breaker_closed(state, event.service, now, config)
+        case PauseChanged():
+            return Decision(state)  # _pause_from_spec has done it
 
 
 def _then(first: Decision, next_step: Callable[[SagaState], Decision]) -> Decision:
@@ -1172,8 +1238,8 @@ def _refuse_cancellation(state: SagaState, now: datetime) -> Decision:
 
 
 def _on_tick(state: SagaState, now: datetime, config: SagaConfig) -> Decision:
-    if state.is_terminal:
-        return Decision(state)
+    if state.is_terminal or state.is_paused:
+        return Decision(state)  # a paused saga's deadlines wait for it
     due = [s.name for s in state.steps if s.deadline is not None and s.deadline <= now]
     decision = Decision(state)
     for name in due:
@@ -1258,6 +1324,35 @@ def _on_not_sent(state: SagaState, event: NotSent, now: datetime, config: SagaCo
                  routine=True)
 
 
+def _on_held(state: SagaState, event: Held, now: datetime) -> Decision:
+    """The attempt in flight was kept back by a circuit breaker: wait, same attempt."""
+    if not state.has_step(event.step) or state.is_terminal:
+        return Decision(state)
+    step = state.step(event.step)
+    if step.state is not StepState.IN_FLIGHT or step.attempts != event.attempt or step.unsent:
+        return Decision(state)  # that attempt is over, or already waiting
+    until = max(_utc(event.until), now)
+    message = (f"{step.definition.command} held: the {step.definition.service} circuit "
+               f"breaker is open; sending it by {format_time(until)} (attempt "
+               f"{event.attempt}, not counted again)")
+    held = replace(step, unsent=True, deadline=until, last_error=message)
+    return _emit(state.with_step(held), "CommandHeld", message, step=step.name, routine=True)
+
+
+def _on_breaker_closed(state: SagaState, service: str, now: datetime, config: SagaConfig
+                       ) -> Decision:
+    """Publish, now, the forward commands to ``service`` that wait unsent."""
+    if state.is_paused:
+        return Decision(state)  # the pause holds them still
+    held = [step for step in state.steps if step.state is StepState.IN_FLIGHT
+            and step.unsent and step.definition.service == service]
+    commands = []
+    for step in held:
+        state = state.with_step(_sent_now(step, now, config))
+        commands.append(_command(state, state.step(step.name), config))
+    return Decision(state, tuple(commands))
+
+
 def _publish_again(state: SagaState, step: Step, now: datetime, config: SagaConfig
                    ) -> Decision:
     """Publish the unsent command of a waiting step: the same attempt."""
@@ -1320,6 +1415,61 @@ def _resume_compensating(state: SagaState, now: datetime) -> SagaState:
     cause = state.condition("Compensating")
     reason, message = (cause.reason, cause.message) if cause else ("Compensating", "")
     return _enter_phase(state, Phase.COMPENSATING, reason, message, now)
+
+
+# --------------------------------------------------------------------------------------
+# Pause
+# --------------------------------------------------------------------------------------
+
+
+def _pause_from_spec(state: SagaState, now: datetime, config: SagaConfig) -> Decision:
+    """Start or end the pause ``spec.paused`` asks for (a finished saga has none)."""
+    if state.spec.paused and not state.is_paused and not state.is_terminal:
+        message = ("Paused by spec.paused: nothing is published and no deadline fires; "
+                   "replies are still recorded")
+        state = _set_condition(replace(state, paused_at=now), "Paused", "True", "Paused",
+                               message, now)
+        return _emit(state, "Paused", message)
+    if not state.spec.paused and state.is_paused:
+        return _unpause(state, now, config)
+    return Decision(state)
+
+
+def _unpause(state: SagaState, now: datetime, config: SagaConfig) -> Decision:
+    """Carry on where it stopped: every command in flight goes out now -- those held, and
+    those published before the pause, the same attempt again (their expiry may have passed
+    while paused, and a service drops an expired command unanswered) -- with its timeout
+    counted from now: the time paused is nobody's timeout."""
+    assert state.paused_at is not None
+    paused_for = max(now - state.paused_at, timedelta(0))
+    commands: list[Command] = []
+    for step in state.steps:
+        if step.waiting:
+            step = _sent_now(step, now, config)
+            state = state.with_step(step)
+            commands.append(_command(state, step, config))
+    message = f"Carried on after a pause of {_duration(paused_for)}"
+    if commands:
+        message += "; sent " + ", ".join(f"{c.message_type} ({c.step})" for c in commands)
+    state = _set_condition(replace(state, paused_at=None), "Paused", "False", "Resumed",
+                           message, now)
+    return _then(Decision(state, tuple(commands)), lambda s: _emit(s, "Resumed", message))
+
+
+def _hold_while_paused(decision: Decision, now: datetime) -> Decision:
+    """While paused, the commands decided are kept as unsent (published on resume); once the
+    saga has finished, a pause has nothing left to hold."""
+    state = decision.state
+    if not state.is_paused:
+        return decision
+    if state.is_terminal:
+        message = "The saga finished while paused (its last replies came in)"
+        state = _set_condition(replace(state, paused_at=None), "Paused", "False",
+                               "SagaFinished", message, now)
+        return Decision(state, decision.commands, decision.transitions)
+    for command in decision.commands:
+        state = state.with_step(replace(state.step(command.step), unsent=True, deadline=None))
+    return Decision(state, (), decision.transitions)
 
 
 # --------------------------------------------------------------------------------------
@@ -1549,6 +1699,7 @@ __all__ = [
     "TEMPLATES",
     "TERMINAL_PHASES",
     "Address",
+    "BreakerClosed",
     "CancelRequested",
     "Command",
     "Condition",
@@ -1556,10 +1707,12 @@ __all__ = [
     "Decision",
     "Deleted",
     "Event",
+    "Held",
     "InvalidOrderSpec",
     "LineItem",
     "NotSent",
     "OrderSpec",
+    "PauseChanged",
     "Phase",
     "Queued",
     "Recover",

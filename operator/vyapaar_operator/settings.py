@@ -17,6 +17,9 @@
 | ``VYAPAAR_MAX_IN_FLIGHT`` | 16 | sagas running at once; more wait ``Queued`` (0: no limit) |
 | ``VYAPAAR_REPLY_HOLD_MS`` | 1000 | a reply's wait for its sibling (one status write) |
 | ``VYAPAAR_STATUS_WRITE_RETRIES`` | 10 | re-reads after a 409 Conflict before giving up |
+| ``VYAPAAR_BREAKER_THRESHOLD`` | 5 | timeouts in a row that open a service's breaker (0: off) |
+| ``VYAPAAR_BREAKER_COOLDOWN_SECONDS`` | 30 | how long an open breaker holds commands |
+| ``VYAPAAR_BREAKER_PROBES`` | 3 | forward commands let through while half-open |
 | ``VYAPAAR_HEALTH_PORT`` | 8080 | liveness endpoint ``/healthz`` (0 disables) |
 | ``VYAPAAR_METRICS_PORT`` | 9100 | Prometheus ``/metrics`` (0 disables) |
 | ``VYAPAAR_HOST`` | 127.0.0.1 | address the health and metrics endpoints bind |
@@ -28,6 +31,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from vyapaar_operator.breaker import BreakerConfig
 from vyapaar_operator.saga import SagaConfig
 
 
@@ -77,6 +81,11 @@ class OperatorSettings:
     status_write_retries: int = field(
         default_factory=lambda: _int("VYAPAAR_STATUS_WRITE_RETRIES", 10)
     )
+    breaker_threshold: int = field(default_factory=lambda: _int("VYAPAAR_BREAKER_THRESHOLD", 5))
+    breaker_cooldown: float = field(
+        default_factory=lambda: _float("VYAPAAR_BREAKER_COOLDOWN_SECONDS", 30)
+    )
+    breaker_probes: int = field(default_factory=lambda: _int("VYAPAAR_BREAKER_PROBES", 3))
     health_port: int = field(default_factory=lambda: _int("VYAPAAR_HEALTH_PORT", 8080))
     metrics_port: int = field(default_factory=lambda: _int("VYAPAAR_METRICS_PORT", 9100))
     host: str = field(default_factory=lambda: os.environ.get("VYAPAAR_HOST", "127.0.0.1"))
@@ -93,3 +102,8 @@ class OperatorSettings:
             compensation_backoff_max=timedelta(seconds=self.compensation_backoff_max),
             timeline_limit=self.timeline_limit,
         )
+
+    def breaker_config(self) -> BreakerConfig:
+        return BreakerConfig(threshold=self.breaker_threshold,
+                             cooldown=timedelta(seconds=self.breaker_cooldown),
+                             probes=self.breaker_probes)

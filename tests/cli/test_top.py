@@ -91,6 +91,9 @@ async def test_once_prints_one_frame_with_the_live_figures(
     assert field(frame, "targets") == f"{up} up, 0 down"
     for phase in top.PHASES:
         assert f"{phase} " in field(frame, "in flight")
+    assert "paused 0" in field(frame, "in flight")
+    assert field(frame, "breakers") == ("inventory closed  notification closed  "
+                                        "payment closed  shipping closed")
 
 
 def test_once_exits_1_when_prometheus_does_not_answer() -> None:

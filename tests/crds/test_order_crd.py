@@ -63,6 +63,7 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
         {"sku": "SKU-A", "quantity": 1, "unitPrice": 1},
         {"sku": "SKU-A", "quantity": 2, "unitPrice": 1}]), "spec.items"),
     "quantity as string": (with_change("spec.items.0.quantity", "two"), "spec.items[0].quantity"),
+    "paused as string": (with_change("spec.paused", "yes"), "spec.paused"),
 }
 
 
@@ -99,12 +100,17 @@ def test_a_valid_order_is_accepted(crds: Path, namespace: str, kubectl: Any) -> 
     assert got["spec"]["cancel"] is False  # defaulted
 
 
-def test_the_spec_is_immutable_except_cancel(crds: Path, namespace: str, kubectl: Any) -> None:
+def test_the_spec_is_immutable_except_cancel_and_paused(crds: Path, namespace: str,
+                                                       kubectl: Any) -> None:
     kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(valid_order("fixed")))
     edited = kubectl("patch", "orders.vyapaar.dev", "fixed", "-n", namespace, "--type=merge",
                      "-p", '{"spec":{"currency":"USD"}}', check=False)
     assert edited.returncode != 0
     assert "immutable" in edited.stderr.lower()
+    assert "only spec.cancel and spec.paused may change" in edited.stderr
+    for paused in ("true", "false", "true"):  # an operator's brake: on and off at will
+        kubectl("patch", "orders.vyapaar.dev", "fixed", "-n", namespace, "--type=merge",
+                "-p", f'{{"spec":{{"paused":{paused}}}}}')
     kubectl("patch", "orders.vyapaar.dev", "fixed", "-n", namespace, "--type=merge",
             "-p", '{"spec":{"cancel":true}}')
     uncancel = kubectl("patch", "orders.vyapaar.dev", "fixed", "-n", namespace, "--type=merge",
@@ -117,7 +123,7 @@ def test_kubectl_get_shows_the_printer_columns(crds: Path, namespace: str, kubec
     order = copy.deepcopy(valid_order("shown"))
     kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(order))
     header = kubectl("get", "orders.vyapaar.dev", "-n", namespace).stdout.splitlines()[0]
-    for column in ("NAME", "PHASE", "TOTAL", "REASON", "AGE"):
+    for column in ("NAME", "PHASE", "TOTAL", "REASON", "PAUSED", "AGE"):
         assert column in header
 
 

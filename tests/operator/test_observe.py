@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from vyapaar_operator import saga
-from vyapaar_operator.observe import RESUME_ANNOTATION, implied_event
+from vyapaar_operator.observe import RESUME_ANNOTATION, implied_event, spec_of
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 UID = "0b7e6c1e-0000-4000-8000-000000000001"
@@ -24,9 +25,11 @@ def spec(**overrides: Any) -> dict[str, Any]:
 
 
 def observed(state: saga.SagaState | None, *, cancel: bool = False, deleting: bool = False,
-             annotations: dict[str, str] | None = None) -> tuple[dict[str, Any], saga.SagaState]:
-    manifest_spec = spec(cancel=cancel)
+             annotations: dict[str, str] | None = None, paused: bool = False,
+             ) -> tuple[dict[str, Any], saga.SagaState]:
+    manifest_spec = spec(cancel=cancel, paused=paused)
     current = state or saga.SagaState.new(UID, saga.OrderSpec.from_manifest(manifest_spec))
+    current = replace(current, spec=saga.OrderSpec.from_manifest(manifest_spec))
     meta: dict[str, Any] = {"uid": UID, "name": "o", "namespace": "n",
                             "annotations": annotations or {}}
     if deleting:
@@ -71,3 +74,33 @@ def test_deletion_of_a_running_order_asks_for_compensation() -> None:
 def test_the_resume_annotation_only_resumes_an_order_awaiting_repair() -> None:
     obj, state = observed(started(), annotations={RESUME_ANNOTATION: "now"})
     assert not isinstance(implied_event(obj, state, NOW, first_sight=False), saga.Resume)
+
+
+def test_spec_paused_asks_for_a_pause_once_and_unpausing_for_carrying_on() -> None:
+    obj, state = observed(started(), paused=True)
+    event = implied_event(obj, state, NOW, first_sight=False)
+    assert isinstance(event, saga.PauseChanged)
+    paused = saga.decide(state, event, saga.SagaConfig()).state
+    obj, state = observed(paused, paused=True)
+    assert implied_event(obj, state, NOW, first_sight=False) is None
+    obj, state = observed(paused, paused=False)
+    assert isinstance(implied_event(obj, state, NOW, first_sight=False), saga.PauseChanged)
+
+
+def test_pausing_a_finished_order_asks_nothing() -> None:
+    state = started()
+    finished = replace(state, phase=saga.Phase.COMPLETED)
+    obj, state = observed(finished, paused=True)
+    assert implied_event(obj, state, NOW, first_sight=False) is None
+
+
+def test_a_deletion_ends_a_pause_so_that_the_order_can_go() -> None:
+    obj, state = observed(started(), paused=True)
+    paused = saga.decide(state, saga.PauseChanged(now=NOW), saga.SagaConfig()).state
+    assert paused.is_paused
+    obj, state = observed(paused, paused=True, deleting=True)
+    assert spec_of(obj).paused is False
+    event = implied_event(obj, replace(state, spec=spec_of(obj)), NOW, first_sight=False)
+    assert isinstance(event, saga.Deleted)
+    after = saga.decide(replace(state, spec=spec_of(obj)), event, saga.SagaConfig())
+    assert not after.state.is_paused and after.commands  # the compensation goes out

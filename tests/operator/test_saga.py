@@ -15,14 +15,17 @@ from typing import Any
 import pytest
 from vyapaar_operator.saga import (
     PHASE_CHANGES,
+    BreakerClosed,
     CancelRequested,
     Command,
     Decision,
     Deleted,
     Event,
+    Held,
     InvalidOrderSpec,
     NotSent,
     OrderSpec,
+    PauseChanged,
     Phase,
     Recover,
     Reply,
@@ -908,6 +911,143 @@ def test_recover_with_nothing_in_flight_does_nothing() -> None:
     assert saga.apply(Recover(saga.now)).commands == ()
 
 
+# --- pause ---------------------------------------------------------------------------------
+
+
+def pause(saga: Saga, paused: bool = True, after: float = 1.0) -> Decision:
+    saga.state = replace(saga.state, spec=replace(saga.state.spec, paused=paused))
+    saga.now += timedelta(seconds=after)
+    return saga.apply(PauseChanged(saga.now))
+
+
+def test_a_paused_saga_records_replies_but_publishes_nothing_until_it_carries_on() -> None:
+    saga = Saga.new()
+    saga.start()
+    decision = pause(saga)
+    assert saga.state.is_paused and decision.commands == ()
+    paused = saga.state.condition("Paused")
+    assert paused is not None and paused.status == "True"
+    assert next_deadline(saga.state) is None  # nothing waits on time
+
+    assert commands(saga.succeed("ReserveStock")) == []  # the reply is a fact: recorded
+    assert saga.step_state("reserve") is StepState.SUCCEEDED
+    assert saga.state.phase is Phase.PAYING and saga.state.step("pay").unsent
+
+    decision = pause(saga, paused=False, after=3600)
+    assert commands(decision) == [("ChargePayment", key("pay"), False)]
+    assert saga.state.step("pay").attempts == 1  # held, not retried
+    resumed = saga.state.condition("Paused")
+    assert resumed is not None and (resumed.status, resumed.reason) == ("False", "Resumed")
+    assert saga.reasons[-1] == "Resumed" and "Paused" in saga.reasons
+
+
+def test_a_pause_longer_than_any_timeout_counts_as_no_timeout() -> None:
+    saga = Saga.new()
+    saga.start()
+    deadline = saga.state.step("reserve").deadline
+    assert deadline is not None
+    pause(saga, after=0)
+    assert saga.tick_after(86_400).commands == ()  # a day of ticks: nothing fires
+    assert saga.state.step("reserve").attempts == 1
+
+    # The command in flight goes out again, the same attempt: it may have expired meanwhile.
+    decision = pause(saga, paused=False)
+    assert commands(decision) == [("ReserveStock", key("reserve"), False)]
+    assert decision.commands[0].attempt == 1
+    expires = decision.commands[0].expires
+    assert expires is not None and expires > saga.now
+    restarted = saga.state.step("reserve").deadline
+    assert restarted == saga.now + (deadline - T0)  # the whole timeout, from now
+    assert saga.tick_at(restarted - timedelta(seconds=1)).commands == ()
+    assert commands(saga.tick_at(restarted)) == [("ReserveStock", key("reserve"), False)]
+    assert saga.state.step("reserve").attempts == 2  # only now a retry
+
+
+def test_an_order_created_paused_starts_when_it_carries_on() -> None:
+    saga = Saga.new(paused=True)
+    assert commands(saga.start()) == []
+    assert saga.state.is_paused and saga.state.step("reserve").unsent
+    assert commands(pause(saga, paused=False)) == [("ReserveStock", key("reserve"), False)]
+
+
+def test_a_cancellation_while_paused_compensates_once_it_carries_on() -> None:
+    saga = Saga.new()
+    saga.run_to(Phase.PAYING)
+    pause(saga)
+    assert saga.cancel().commands == ()
+    assert saga.succeed("ChargePayment").commands == ()  # the charge came in meanwhile
+    assert commands(pause(saga, paused=False)) == [("RefundPayment", key("pay"), True)]
+
+
+def test_a_saga_that_finishes_while_paused_ends_its_pause() -> None:
+    saga = Saga.new()
+    saga.run_to(Phase.COMPLETING)
+    pause(saga)
+    saga.succeed("CommitStock")
+    saga.succeed("SendNotification")
+    assert saga.state.phase is Phase.COMPLETED and not saga.state.is_paused
+    condition = saga.state.condition("Paused")
+    assert condition is not None and condition.reason == "SagaFinished"
+
+
+def test_pausing_a_finished_order_changes_nothing() -> None:
+    saga = Saga.new()
+    saga.run_to(Phase.COMPLETING)
+    saga.succeed("CommitStock")
+    saga.succeed("SendNotification")
+    before = saga.state
+    decision = pause(saga)
+    assert decision.transitions == () and saga.state == replace(
+        before, spec=replace(before.spec, paused=True))
+
+
+def test_the_pause_survives_an_operator_restart() -> None:
+    saga = Saga.new()
+    saga.start()
+    pause(saga)
+    saga.succeed("ReserveStock")
+    stored = json.loads(json.dumps(saga.state.to_status()))
+    saga.state = SagaState.from_status(UID, saga.state.spec, stored)
+    assert saga.state.is_paused
+    assert saga.apply(Recover(saga.now)).commands == ()  # still held
+    assert commands(pause(saga, paused=False)) == [("ChargePayment", key("pay"), False)]
+
+
+# --- circuit breakers ------------------------------------------------------------------
+
+
+def test_a_command_held_by_a_breaker_waits_unsent_and_costs_no_attempt() -> None:
+    saga = Saga.new()
+    saga.start()
+    until = T0 + timedelta(seconds=30)
+    held = saga.apply(Held(step="reserve", attempt=1, until=until, now=T0))
+    assert held.commands == () and held.transitions[0].routine  # counted, not announced
+    step = saga.state.step("reserve")
+    assert (step.unsent, step.deadline, step.attempts) == (True, until, 1)
+    assert next_deadline(saga.state) == until
+    decision = saga.tick_at(until)  # the breaker probes: the same attempt goes out
+    assert commands(decision) == [("ReserveStock", key("reserve"), False)]
+    assert decision.commands[0].attempt == 1 and not saga.state.step("reserve").unsent
+
+
+def test_when_the_breaker_closes_what_it_held_goes_out_at_once() -> None:
+    saga = Saga.new()
+    saga.run_to(Phase.PAYING)
+    saga.apply(Held(step="pay", attempt=1, until=T0 + timedelta(minutes=5), now=saga.now))
+    assert saga.apply(BreakerClosed(service="inventory", now=saga.now)).commands == ()
+    decision = saga.apply(BreakerClosed(service="payment", now=saga.now))
+    assert commands(decision) == [("ChargePayment", key("pay"), False)]
+    assert saga.state.step("pay").deadline == saga.now + CONFIG.forward_wait(1)
+
+
+def test_a_hold_for_an_attempt_that_is_over_changes_nothing() -> None:
+    saga = Saga.new()
+    saga.start()
+    saga.succeed("ReserveStock")
+    before = saga.state
+    assert saga.apply(Held(step="reserve", attempt=1, until=T0, now=saga.now)).state == before
+
+
 # --- the status ------------------------------------------------------------------------
 
 
@@ -936,6 +1076,13 @@ def every_intermediate_state() -> list[SagaState]:
     unsent = Saga.new().run_to(Phase.PAYING)
     not_sent(unsent, unsent.sent[-1])
     states.append(unsent.state)
+    paused = Saga.new()
+    paused.start()
+    pause(paused)
+    paused.succeed("ReserveStock")
+    states.append(paused.state)
+    pause(paused, paused=False)
+    states.append(paused.state)
     return states
 
 
@@ -1091,6 +1238,7 @@ def test_the_order_total_is_an_integer_in_minor_units() -> None:
         ({"customer": {"id": "c"}}, "spec.customer.email"),
         ({"shippingAddress": None}, "spec.shippingAddress"),
         ({"cancel": "yes"}, "spec.cancel"),
+        ({"paused": 1}, "spec.paused"),
         ({"paymentToken": ""}, "spec.paymentToken"),
     ],
 )

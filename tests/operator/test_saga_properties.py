@@ -33,12 +33,15 @@ from hypothesis.stateful import (
     rule,
 )
 from vyapaar_operator.saga import (
+    BreakerClosed,
     CancelRequested,
     Command,
     Deleted,
     Event,
+    Held,
     NotSent,
     OrderSpec,
+    PauseChanged,
     Phase,
     Recover,
     Reply,
@@ -279,8 +282,14 @@ class SagaWorld(RuleBasedStateMachine):
     # The operator: decide, write the status, then publish.
 
     def operate(self, uid: str, event: Event) -> None:
-        decision = decide(self.orders[uid], event, CONFIG)
+        before = self.orders[uid]
+        decision = decide(before, event, CONFIG)
         state = decision.state
+        if state.is_paused:  # a paused saga publishes nothing, and times nothing out
+            assert decision.commands == ()
+            if before.is_paused:
+                assert not [t for t in decision.transitions
+                            if "Retrying" in t.reason or "TimedOut" in t.reason], event
         self.orders[uid] = state
         self.unpublished.extend(decision.commands)
         if state.phase is Phase.COMPENSATION_FAILED:
@@ -395,6 +404,16 @@ class SagaWorld(RuleBasedStateMachine):
         elif how == "delete":
             self.operate(uid, Deleted(self.now))
 
+    @rule(data=st.data())
+    def an_engineer_pauses_or_unpauses_an_order(self, data: st.DataObject) -> None:
+        """spec.paused flipped; the operator sees it (or notices it with the next event)."""
+        self.publish()
+        uid = data.draw(st.sampled_from(sorted(self.orders)), label="order")
+        state = self.orders[uid]
+        self.orders[uid] = replace(state, spec=replace(state.spec, paused=not state.spec.paused))
+        if data.draw(st.booleans(), label="seen at once"):
+            self.operate(uid, PauseChanged(self.now))
+
     @rule()
     def the_broker_refuses_what_the_operator_publishes(self) -> None:
         """The commands of the last status write fail to publish (an outage of the broker):
@@ -404,6 +423,24 @@ class SagaWorld(RuleBasedStateMachine):
             self.operate(order_of(command.idempotency_key), NotSent(
                 step=command.step, compensation=command.compensation,
                 attempt=command.attempt, now=self.now))
+
+    @rule(seconds=st.integers(1, 60), closes=st.booleans())
+    def a_circuit_breaker_holds_the_forward_commands(self, seconds: int, closes: bool) -> None:
+        """The forward commands of the last status write are held (a breaker is open): each
+        saga waits, unsent; compensations go out. The breaker may close at once."""
+        commands, self.unpublished = self.unpublished, []
+        for command in commands:
+            if command.compensation:
+                self.unpublished.append(command)
+                continue
+            self.operate(order_of(command.idempotency_key), Held(
+                step=command.step, attempt=command.attempt,
+                until=self.now + timedelta(seconds=seconds), now=self.now))
+        if closes:
+            for command in commands:
+                if not command.compensation:
+                    self.operate(order_of(command.idempotency_key),
+                                 BreakerClosed(service=command.service, now=self.now))
 
     @rule()
     def the_operator_crashes_and_restarts(self) -> None:
@@ -464,6 +501,11 @@ class SagaWorld(RuleBasedStateMachine):
         assert limit < 10_000, "messages keep flowing without time passing"
 
     def teardown(self) -> None:
+        for uid, state in self.orders.items():  # the engineer carries on every paused saga
+            if state.spec.paused or state.is_paused:  # and the watch shows the operator
+                event("paused")
+                self.orders[uid] = replace(state, spec=replace(state.spec, paused=False))
+                self.operate(uid, PauseChanged(self.now))
         self.settle()
         if self.compensations_broken:
             # A human repairs the service and resumes every saga that needs it.

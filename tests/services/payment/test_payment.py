@@ -199,7 +199,8 @@ async def test_an_injected_processor_error_is_transient_retried_then_redrivable(
 ) -> None:
     client = payment.client
     response = await client.put("/admin/faults", json={"errorRate": 1.0, "latencyMs": 0})
-    assert await response.json() == {"errorRate": 1.0, "latencyMs": 0, "lostCommitRate": 0.0}
+    assert await response.json() == {"errorRate": 1.0, "latencyMs": 0, "lostCommitRate": 0.0,
+                                     "operations": []}
     queue = topology.command_queue("payment")
     uid = new_order()
     cmd = charge(uid)
@@ -291,7 +292,7 @@ async def test_latency_injection_slows_the_processor(
 
 async def test_fault_settings_are_validated(payment: Any) -> None:
     for body in ({"errorRate": 1.5}, {"latencyMs": -1}, {"errorRate": 0.1, "chaos": True},
-                 {"lostCommitRate": -0.1}):
+                 {"lostCommitRate": -0.1}, {"operations": "refund"}):
         response = await payment.client.put("/admin/faults", json=body)
         assert response.status == 422
         assert response.content_type == "application/problem+json"
@@ -299,7 +300,31 @@ async def test_fault_settings_are_validated(payment: Any) -> None:
         "errorRate": 0.0,
         "latencyMs": 0,
         "lostCommitRate": 0.0,
+        "operations": [],
     }
+
+
+async def test_a_fault_limited_to_refunds_lets_charges_through(
+    payment: Any, publisher: Publisher, replies: Any, topology: Topology, amqp_connection: Any,
+    wait_until: Any,
+) -> None:
+    uid = new_order()
+    queue = topology.command_queue("payment")
+    await payment.client.put("/admin/faults", json={"errorRate": 1.0, "operations": ["refund"]})
+    try:
+        await publisher.send_command(charge(uid, amount=4200))
+        [captured] = await replies.wait(uid)
+        assert captured.type == "PaymentCaptured"
+        cmd = refund(uid)
+        await publisher.send_command(cmd)
+
+        async def dead_lettered() -> bool:
+            return await dlq.show_message(amqp_connection, queue, cmd.id) is not None
+
+        await wait_until(dead_lettered, within=15)  # a refund outage
+    finally:
+        await payment.client.put("/admin/faults", json={"errorRate": 0.0})
+    assert [e["kind"] for e in (await ledger(payment, uid))["entries"]] == ["charge"]
 
 
 async def test_a_charge_that_breaks_the_contract_is_poison_and_changes_nothing(

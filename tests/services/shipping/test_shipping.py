@@ -152,7 +152,7 @@ async def test_faults_can_be_changed_at_run_time(shipping: Any) -> None:
     response = await client.put("/admin/faults", json={"errorRate": 0.5, "latencyMs": 20})
     assert response.status == 200
     assert await (await client.get("/admin/faults")).json() == {
-        "errorRate": 0.5, "latencyMs": 20, "lostCommitRate": 0.0}
+        "errorRate": 0.5, "latencyMs": 20, "lostCommitRate": 0.0, "operations": []}
     await client.put("/admin/faults", json={"errorRate": 0, "latencyMs": 0})
     bad = await client.put("/admin/faults", json={"errorRate": "lots"})
     assert bad.status == 422
