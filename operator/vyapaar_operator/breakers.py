@@ -85,9 +85,6 @@ class Breakers:
         self._breakers = {service: Breaker() for service in SERVICES}
         self._held: dict[str, set[OrderRef]] = {service: set() for service in SERVICES}
 
-    def state(self, service: str) -> BreakerState:
-        return self._breakers[service].state
-
     def observe(self, before: saga.SagaState, event: saga.Event) -> list[Change]:
         """Learn from one applied saga event (its replies and timeouts)."""
         changes = []
