@@ -4,7 +4,7 @@ Orders are chosen by namespace (or all), label selector, phase and name, as kube
 choose them. ``pause`` sets ``spec.paused`` (the saga holds where it is); ``resume`` clears
 it, and asks a saga stopped in CompensationFailed to try its compensation again (the
 ``vyapaar.dev/resume`` annotation) -- whichever each Order needs; ``retry`` resumes them
-too, then moves the dead-lettered commands of exactly those Orders back to their queues
+too, then moves the dead-lettered messages of exactly those Orders back to their queues
 (``vyapaar dlq redrive``, limited to them: a command that died in an outage is done now,
 idempotently). ``--dry-run`` lists what would change and changes nothing. Changes go at
 ``--rate`` per second (the apiserver serves others too), with a progress bar, and end with
@@ -28,7 +28,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config import ConfigException
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from vyapaar_messaging.dlq import DlqError, list_messages, redrive
+from vyapaar_messaging.dlq import DlqError, dlq_depths, dlq_of, list_messages, redrive
 from vyapaar_messaging.topology import Topology
 
 from vyapaar_cli.errors import CliError
@@ -40,7 +40,6 @@ GROUP, VERSION, PLURAL = "vyapaar.dev", "v1alpha1", "orders"
 MERGE_PATCH = "application/merge-patch+json"
 RESUME_ANNOTATION = "vyapaar.dev/resume"
 FINISHED = frozenset({"Completed", "Failed", "Cancelled"})
-SERVICES = ("inventory", "payment", "shipping", "notification")
 
 EXAMPLES = """examples:
   vyapaar orders pause -n shop -l campaign=diwali --dry-run   # what would be paused
@@ -107,7 +106,7 @@ def add_arguments(subparsers: Any, settings: Settings | None = None) -> argparse
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, what in (("pause", "hold the chosen sagas where they are (spec.paused)"),
                          ("resume", "carry on paused sagas; retry failed compensations"),
-                         ("retry", "resume, and redrive their dead-lettered commands")):
+                         ("retry", "resume, and redrive their dead-lettered messages")):
         one = actions.add_parser(action, help=what, epilog=EXAMPLES,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
         one.set_defaults(func=run)
@@ -160,7 +159,7 @@ async def _run(args: argparse.Namespace) -> int:
         failed = await _apply(objects, todo, args.rate, console)
         if args.action == "retry" and todo:
             moved = await _redrive(args, {c.uid for c in todo})
-            console.print(f"redrove {moved} dead-lettered command(s) of these Orders")
+            console.print(f"redrove {moved} dead-lettered message(s) of these Orders")
     done = Counter(c.action for c in todo if c not in failed)
     skipped = Counter(c.why for c in changes if not c.action)
     summary = ", ".join(f"{n} {what}" for what, n in sorted(done.items())) or "nothing changed"
@@ -235,7 +234,8 @@ async def _apply(objects: client.CustomObjectsApi, todo: Sequence[Change], rate:
 
 
 async def _redrive(args: argparse.Namespace, uids: set[str]) -> int:
-    """Move the dead-lettered commands of exactly these Orders back to their queues."""
+    """Move the dead-lettered messages of exactly these Orders back to their queues (the
+    command queues', and the operator's replies'); only non-empty DLQs are read."""
     url = require(args.amqp_url, what="RabbitMQ URL", flag="--amqp-url",
                   variable="VYAPAAR_AMQP_URL")
     topology = Topology(prefix=args.prefix)
@@ -245,8 +245,10 @@ async def _redrive(args: argparse.Namespace, uids: set[str]) -> int:
     except (aio_pika.exceptions.AMQPError, OSError) as exc:
         raise CliError(f"cannot reach RabbitMQ at {url}: {exc}") from None
     async with connection:
-        for service in SERVICES:
-            queue = topology.command_queue(service)
+        depths = await dlq_depths(connection, topology)
+        for queue in topology.consumer_queues():
+            if not depths.get(dlq_of(queue)):
+                continue
             try:
                 _, messages = await list_messages(connection, queue, limit=10_000)
                 ids = [m.id for m in messages if m.correlation_id in uids]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import subprocess
@@ -127,6 +128,44 @@ def get_order(kubectl: Any, namespace: str, name: str) -> dict[str, Any]:
     out: subprocess.CompletedProcess[str] = kubectl(
         "get", "orders.vyapaar.dev", name, "-n", namespace, "-o", "json")
     return dict(json.loads(out.stdout))
+
+
+def apply_orders(kubectl: Any, namespace: str, manifests: list[dict[str, Any]]) -> list[str]:
+    """Create the Orders in one `kubectl apply` (one at a time, the first may time out before
+    the last exists); their names."""
+    kubectl("apply", "-n", namespace, "-f", "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}))
+    return [m["metadata"]["name"] for m in manifests]
+
+
+async def wait_orders(kubectl: Any, namespace: str, names: list[str], phases: set[str], *,
+                      within: float = 120, at_least: int | None = None
+                      ) -> dict[str, dict[str, Any]]:
+    """The named Orders (one list a round) once all of them -- or ``at_least`` -- are in
+    ``phases``."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        listed = json.loads(kubectl("get", "orders.vyapaar.dev", "-n", namespace,
+                                    "-o", "json").stdout)["items"]
+        orders = {o["metadata"]["name"]: o for o in listed if o["metadata"]["name"] in names}
+        there = sum(1 for o in orders.values() if phase_of(o) in phases)
+        if there >= (len(names) if at_least is None else at_least):
+            return orders
+        if asyncio.get_running_loop().time() > deadline:
+            now = {n: phase_of(o) for n, o in orders.items()}
+            raise AssertionError(f"not all in {sorted(phases)}: {now}")
+        await asyncio.sleep(0.5)
+
+
+def phase_of(order: dict[str, Any]) -> str:
+    return str((order.get("status") or {}).get("phase") or "")
+
+
+async def set_faults(http: aiohttp.ClientSession, running: System, service: str,
+                     **faults: Any) -> None:
+    """``PUT /admin/faults`` of payment or shipping (errorRate, latencyMs, operations, ...)."""
+    async with http.put(f"{running.url(service)}/admin/faults", json=faults) as resp:
+        assert resp.status == 200, await resp.text()
 
 
 async def records(http: aiohttp.ClientSession, running: System, uid: str) -> dict[str, Any]:

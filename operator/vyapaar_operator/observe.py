@@ -18,13 +18,17 @@ RESUME_ANNOTATION = "vyapaar.dev/resume"
 """Set (to any value) on an Order in CompensationFailed, after repairing the cause, to resume."""
 
 
+def pause_asked(obj: Mapping[str, Any]) -> bool:
+    """``spec.paused``, unless the Order is being deleted: a deletion ends a pause (the Order
+    must be able to go: its finalizer waits for the saga, and a paused saga never ends)."""
+    return (bool((obj.get("spec") or {}).get("paused"))
+            and not obj.get("metadata", {}).get("deletionTimestamp"))
+
+
 def spec_of(obj: Mapping[str, Any]) -> saga.OrderSpec:
-    """The Order's spec as the saga sees it: a deletion ends a pause (the Order must be able
-    to go: its finalizer waits for the saga, and a paused saga would never end)."""
+    """The Order's spec as the saga sees it (``paused`` as :func:`pause_asked` says)."""
     spec = saga.OrderSpec.from_manifest(obj.get("spec") or {})
-    if spec.paused and obj.get("metadata", {}).get("deletionTimestamp"):
-        spec = replace(spec, paused=False)
-    return spec
+    return replace(spec, paused=False) if spec.paused and not pause_asked(obj) else spec
 
 
 def implied_event(
@@ -51,7 +55,6 @@ def implied_event(
         return saga.CancelRequested(now=now)
     if first_sight and not state.is_terminal:
         return saga.Recover(now=now)
-    paused = bool(spec.get("paused")) and not meta.get("deletionTimestamp")  # as spec_of
-    if paused != state.is_paused and not state.is_terminal:
+    if pause_asked(obj) != state.is_paused and not state.is_terminal:
         return saga.PauseChanged(now=now)
     return None

@@ -18,7 +18,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from vyapaar_messaging.topology import DEFAULT_TOPOLOGY
 from vyapaar_stack import components, system
-from vyapaar_stack.testing import System, get_order, ledger_kinds, order_manifest, records
+from vyapaar_stack.testing import (
+    System,
+    apply_orders,
+    get_order,
+    ledger_kinds,
+    order_manifest,
+    phase_of,
+    records,
+    wait_orders,
+)
 
 BREAKERS_ON = {"VYAPAAR_BREAKER_THRESHOLD": "3", "VYAPAAR_BREAKER_COOLDOWN_SECONDS": "25",
                "VYAPAAR_BREAKER_PROBES": "2",
@@ -65,30 +74,16 @@ async def queued_commands(amqp_url: str) -> int:
         return int(queue.declaration_result.message_count or 0)
 
 
-async def phases(kubectl: Any, namespace: str, names: list[str]) -> dict[str, str]:
-    return {n: (get_order(kubectl, namespace, n).get("status") or {}).get("phase", "")
-            for n in names}
-
-
-async def wait_phases(kubectl: Any, namespace: str, names: list[str], wanted: set[str],
-                      within: float) -> dict[str, str]:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        now = await phases(kubectl, namespace, names)
-        if all(p in wanted for p in now.values()):
-            return now
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not all in {wanted}: {now}")
-        await asyncio.sleep(0.5)
-
-
 def create(kubectl: Any, namespace: str, prefix: str, count: int, sku: str) -> list[str]:
-    """``count`` Orders in one `kubectl apply`; their names."""
-    names = [f"{prefix}-{i:02d}" for i in range(count)]
-    orders = [order_manifest(name, sku=sku, unit_price=100) for name in names]
-    kubectl("apply", "-n", namespace, "-f", "-",
-            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": orders}))
-    return names
+    return apply_orders(kubectl, namespace, [order_manifest(f"{prefix}-{i:02d}", sku=sku,
+                                                           unit_price=100)
+                                            for i in range(count)])
+
+
+async def wait_phases(kubectl: Any, namespace: str, names: list[str], phases: set[str],
+                      within: float) -> dict[str, str]:
+    orders = await wait_orders(kubectl, namespace, names, phases, within=within)
+    return {name: phase_of(order) for name, order in orders.items()}
 
 
 async def test_an_open_breaker_makes_orders_wait_at_the_step_and_all_complete_after(
@@ -113,7 +108,7 @@ async def test_an_open_breaker_makes_orders_wait_at_the_step_and_all_complete_af
     waiting = create(kubectl, namespace, "wait", 50, sku)
     await wait_phases(kubectl, namespace, tripping + waiting, {"Paying"}, within=60)
     await asyncio.sleep(15)  # longer than a step's whole retry budget (3 x 3 s + backoff)
-    assert set((await phases(kubectl, namespace, tripping + waiting)).values()) == {"Paying"}
+    await wait_phases(kubectl, namespace, tripping + waiting, {"Paying"}, within=0)
     assert await queued_commands(amqp_url) < 12  # no retry storm: the 50 were held
     held = await operator_metric(http, running_system,
                                  "vyapaar_circuit_breaker_held_commands_total",

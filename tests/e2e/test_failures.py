@@ -23,14 +23,9 @@ from vyapaar_stack.testing import (
     ledger_kinds,
     order_manifest,
     records,
+    set_faults,
     stock,
 )
-
-
-async def set_faults(http: aiohttp.ClientSession, system: System, service: str,
-                     **faults: float) -> None:
-    async with http.put(f"{system.url(service)}/admin/faults", json=faults) as resp:
-        assert resp.status == 200, await resp.text()
 
 
 async def test_sigkill_of_the_operator_mid_saga_loses_nothing_and_doubles_nothing(

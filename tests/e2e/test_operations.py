@@ -8,7 +8,6 @@ after the repair with one command; `retry` also brings back their dead-lettered 
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -22,11 +21,14 @@ from vyapaar_stack import components
 from vyapaar_stack.testing import (
     OPERATOR_ENV,
     System,
+    apply_orders,
     get_order,
     ledger_kinds,
     order_manifest,
     records,
     remove_from_dlq,
+    set_faults,
+    wait_orders,
 )
 
 HELD = {"Paying", "Reserving", "Pending"}
@@ -40,38 +42,12 @@ def vyapaar(*args: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def create(kubectl: Any, namespace: str, names: list[str], batch: str, **kwargs: Any) -> None:
-    """The Orders in one `kubectl apply` (one at a time, the first would time out before
-    the last exists), labelled ``batch=<batch>``."""
-    orders = [order_manifest(name, **kwargs) for name in names]
-    for order in orders:
-        order["metadata"]["labels"] = {"batch": batch}
-    kubectl("apply", "-n", namespace, "-f", "-",
-            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": orders}))
-
-
-async def set_faults(http: aiohttp.ClientSession, system: System, service: str,
-                     **faults: Any) -> None:
-    async with http.put(f"{system.url(service)}/admin/faults", json=faults) as resp:
-        assert resp.status == 200, await resp.text()
-
-
-async def wait_all(kubectl: Any, namespace: str, names: list[str], phases: set[str],
-                   within: float = 120, at_least: int | None = None
-                   ) -> dict[str, dict[str, Any]]:
-    """The Orders once all are in ``phases`` (or ``at_least`` of them are)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        listed = json.loads(kubectl("get", "orders.vyapaar.dev", "-n", namespace,
-                                    "-o", "json").stdout)["items"]
-        orders = {o["metadata"]["name"]: o for o in listed if o["metadata"]["name"] in names}
-        there = sum(1 for o in orders.values() if (o.get("status") or {}).get("phase") in phases)
-        if there >= (len(names) if at_least is None else at_least):
-            return orders
-        if asyncio.get_running_loop().time() > deadline:
-            stuck = {n: (o.get("status") or {}).get("phase") for n, o in orders.items()}
-            raise AssertionError(f"not all in {phases}: {stuck}")
-        await asyncio.sleep(0.5)
+def labelled(names: list[str], batch: str, **kwargs: Any) -> list[dict[str, Any]]:
+    """Order manifests labelled ``batch=<batch>`` (what `vyapaar orders -l` chooses)."""
+    manifests = [order_manifest(name, **kwargs) for name in names]
+    for manifest in manifests:
+        manifest["metadata"]["labels"] = {"batch": batch}
+    return manifests
 
 
 def condition(order: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -89,24 +65,24 @@ async def test_orders_paused_longer_than_their_whole_retry_budget_complete_once_
     config = running_system.config
     components.stop(config, "payment")  # the misbehaving service: charges wait in the queue
     try:
-        create(kubectl, namespace, names, "pause", sku=sku, unit_price=100)
+        apply_orders(kubectl, namespace, labelled(names, "pause", sku=sku, unit_price=100))
         # 16 sagas run at once (the in-flight limit); the others wait, queued, in Pending.
-        await wait_all(kubectl, namespace, names, {"Paying"}, within=30, at_least=16)
+        await wait_orders(kubectl, namespace, names, {"Paying"}, within=30, at_least=16)
         paused = vyapaar("orders", "pause", "-n", namespace, "-l", "batch=pause",
                          "--rate", "200")
         assert paused.returncode == 0, paused.stderr
         assert f"{count} Orders matched: {count} pause" in paused.stdout
-        orders = await wait_all(kubectl, namespace, names, HELD)
+        orders = await wait_orders(kubectl, namespace, names, HELD)
         for order in orders.values():  # the pause is seen: the status says so
             while condition(order, "Paused") is None:
                 await asyncio.sleep(0.2)
                 order = get_order(kubectl, namespace, order["metadata"]["name"])
-        orders = await wait_all(kubectl, namespace, names, HELD)
+        orders = await wait_orders(kubectl, namespace, names, HELD)
         attempts = {n: o["status"].get("steps", {}).get("pay", {}).get("attempts", 0)
                     for n, o in orders.items()}
 
         await asyncio.sleep(15)  # longer than 3 attempts of a 3 s timeout with their backoff
-        orders = await wait_all(kubectl, namespace, names, HELD)
+        orders = await wait_orders(kubectl, namespace, names, HELD)
         for name, order in orders.items():
             paused_condition = condition(order, "Paused")
             assert paused_condition is not None and paused_condition["status"] == "True", name
@@ -117,11 +93,11 @@ async def test_orders_paused_longer_than_their_whole_retry_budget_complete_once_
 
     dry = vyapaar("orders", "resume", "-n", namespace, "-l", "batch=pause", "--dry-run")
     assert dry.returncode == 0 and f"{count} of {count} Orders would change" in dry.stdout
-    assert await wait_all(kubectl, namespace, names, HELD)  # the dry run changed nothing
+    assert await wait_orders(kubectl, namespace, names, HELD)  # the dry run changed nothing
     resumed = vyapaar("orders", "resume", "-n", namespace, "-l", "batch=pause")
     assert resumed.returncode == 0, resumed.stderr
     assert f"{count} Orders matched: {count} unpause" in resumed.stdout
-    orders = await wait_all(kubectl, namespace, names, {"Completed", "Failed", "Cancelled"})
+    orders = await wait_orders(kubectl, namespace, names, {"Completed", "Failed", "Cancelled"})
     for name, order in orders.items():
         status = order["status"]
         assert status["phase"] == "Completed", (name, status["reason"])
@@ -152,9 +128,10 @@ async def stuck_in_compensation_failed(
     await seed_stock({sku: len(names)})
     await set_faults(http, running_system, "payment", errorRate=1.0, operations=["refund"])
     try:
-        create(kubectl, namespace, names, batch, sku=sku, unit_price=250,
-               line1="UNDELIVERABLE Lane")
-        stuck = await wait_all(kubectl, namespace, names, {"CompensationFailed"}, within=180)
+        apply_orders(kubectl, namespace, labelled(names, batch, sku=sku, unit_price=250,
+                                                  line1="UNDELIVERABLE Lane"))
+        stuck = await wait_orders(kubectl, namespace, names, {"CompensationFailed"},
+                                  within=180)
         uids = {o["metadata"]["uid"] for o in stuck.values()}
         for _ in range(120):  # the service's own retries of the last attempts run out
             if await dead_letters_of(amqp_url, uids) >= len(uids) * REFUND_ATTEMPTS:
@@ -188,7 +165,7 @@ async def test_orders_stuck_in_compensation_failed_all_finish_with_one_resume(
     resumed = vyapaar("orders", "resume", "-n", namespace, "--phase", "CompensationFailed")
     assert resumed.returncode == 0, resumed.stderr
     assert "30 Orders matched: 30 repair" in resumed.stdout
-    orders = await wait_all(kubectl, namespace, names, {"Failed", "Cancelled"})
+    orders = await wait_orders(kubectl, namespace, names, {"Failed", "Cancelled"})
     await refunded_in_full(http, running_system, orders)
     # The outage's dead letters are this test's own: they go (the next test's count on).
     await remove_from_dlq(channel, PAYMENT_COMMANDS,
@@ -210,5 +187,5 @@ async def test_retry_redrives_exactly_their_dead_lettered_commands_then_resumes(
     assert "redrove" in retried.stderr
     assert "3 Orders matched: 3 repair" in retried.stdout
     assert await dead_letters_of(amqp_url, uids) == 0  # redriven: refunded, idempotently
-    orders = await wait_all(kubectl, namespace, names, {"Failed", "Cancelled"})
+    orders = await wait_orders(kubectl, namespace, names, {"Failed", "Cancelled"})
     await refunded_in_full(http, running_system, orders)
