@@ -55,7 +55,8 @@ from vyapaar_cli.settings import Settings, require
 __all__ = ["EXIT_CODES", "EventParser", "add_arguments", "exit_code", "load_spec", "run"]
 
 
-PHASES: Final = ("Pending", "Reserving", "Paying", "Shipping", "Completing", "Completed",
+PHASES: Final = ("Pending", "Reserving", "CheckingFraud", "Paying", "Shipping", "Completing",
+                 "Completed",
                  "Compensating", "Failed", "Cancelled", "CompensationFailed")
 
 EXIT_ERROR: Final = 1
@@ -75,7 +76,8 @@ def exit_code(outcome: Outcome) -> int:
 MAX_RATE_LIMIT_WAIT: Final = 10
 RATE_LIMIT_RETRIES: Final = 5
 
-STEPS: Final = ("reserve", "pay", "ship", "commit", "notify", "notify-failed", "notify-cancelled")
+STEPS: Final = ("reserve", "fraud-check", "pay", "ship", "commit", "notify", "notify-failed",
+                "notify-cancelled")
 _STEP_IDS: Final = (("reservationId", "reservation"), ("chargeId", "charge"),
                     ("refundId", "refund"), ("trackingId", "tracking"),
                     ("notificationId", "notification"))

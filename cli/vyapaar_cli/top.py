@@ -33,7 +33,8 @@ from vyapaar_cli.settings import Settings
 #: Prometheus' own default address, used when neither a flag nor the environment names one
 DEFAULT_PROMETHEUS_URL = "http://localhost:9090"
 
-PHASES = ("Pending", "Reserving", "Paying", "Shipping", "Completing", "Compensating")
+PHASES = ("Pending", "Reserving", "CheckingFraud", "Paying", "Shipping", "Completing",
+          "Compensating")
 OUTCOMES = ("Completed", "Failed", "Cancelled")
 
 

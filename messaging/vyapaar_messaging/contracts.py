@@ -21,6 +21,7 @@ step part as opaque.
 | inventory    | ReserveStock   | StockReserved / StockRejected        |
 | inventory    | ReleaseStock   | StockReleased (compensation)         |
 | inventory    | CommitStock    | StockCommitted                       |
+| payment      | CheckFraud     | FraudCheckPassed / FraudSuspected    |
 | payment      | ChargePayment  | PaymentCaptured / PaymentDeclined    |
 | payment      | RefundPayment  | PaymentRefunded (compensation)       |
 | shipping     | CreateShipment | ShipmentCreated / ShipmentRejected   |
@@ -57,12 +58,15 @@ __all__ = [
     "SERVICES",
     "Address",
     "ChargePayment",
+    "CheckFraud",
     "CommandKind",
     "CommandSpec",
     "CommitStock",
     "ContractError",
     "CreateShipment",
     "Customer",
+    "FraudCheckPassed",
+    "FraudSuspected",
     "Item",
     "NotificationSent",
     "NotificationTemplate",
@@ -108,6 +112,7 @@ class Step(enum.StrEnum):
     """Saga steps used in idempotency keys. Services treat the step part as opaque."""
 
     RESERVE = "reserve"
+    FRAUD_CHECK = "fraud-check"
     PAY = "pay"
     SHIP = "ship"
     COMMIT = "commit"
@@ -235,6 +240,26 @@ class StockCommitted(_Model):
 # payment -------------------------------------------------------------------------------------
 
 
+class CheckFraud(_Model):
+    """Screen a payment before it is charged (saga version 2); nothing is recorded or
+    moved, so it has no compensation."""
+
+    amount: PositiveInt
+    currency: Currency
+    token: NonEmptyStr
+    customer: Customer
+
+
+class FraudCheckPassed(_Model):
+    score: Annotated[StrictInt, Field(ge=0, le=100)]
+    """The risk score, 0 (none) to 100."""
+
+
+class FraudSuspected(_Model):
+    reason: Literal["FRAUD_SUSPECTED"]
+    score: Annotated[StrictInt, Field(ge=0, le=100)]
+
+
 class ChargePayment(_Model):
     amount: PositiveInt
     currency: Currency
@@ -308,6 +333,7 @@ class NotificationSent(_Model):
 class CommandKind(enum.StrEnum):
     FORWARD = "forward"  # may be compensated
     COMPENSATION = "compensation"  # undoes a forward command with the same idempotency key
+    CHECK = "check"  # changes nothing: never compensated
     RETRIABLE = "retriable"  # after the pivot: retried until it succeeds, never compensated
 
 
@@ -352,6 +378,13 @@ COMMANDS: Final[dict[str, CommandSpec]] = {
         ),
         CommandSpec(
             "CommitStock", CommitStock, "inventory", CommandKind.RETRIABLE, ("StockCommitted",)
+        ),
+        CommandSpec(
+            "CheckFraud",
+            CheckFraud,
+            "payment",
+            CommandKind.CHECK,
+            ("FraudCheckPassed", "FraudSuspected"),
         ),
         CommandSpec(
             "ChargePayment",
@@ -400,6 +433,8 @@ REPLIES: Final[dict[str, ReplySpec]] = {
         ReplySpec("StockRejected", StockRejected, "inventory", "ReserveStock", False),
         ReplySpec("StockReleased", StockReleased, "inventory", "ReleaseStock", True),
         ReplySpec("StockCommitted", StockCommitted, "inventory", "CommitStock", True),
+        ReplySpec("FraudCheckPassed", FraudCheckPassed, "payment", "CheckFraud", True),
+        ReplySpec("FraudSuspected", FraudSuspected, "payment", "CheckFraud", False),
         ReplySpec("PaymentCaptured", PaymentCaptured, "payment", "ChargePayment", True),
         ReplySpec("PaymentDeclined", PaymentDeclined, "payment", "ChargePayment", False),
         ReplySpec("PaymentRefunded", PaymentRefunded, "payment", "RefundPayment", True),

@@ -228,9 +228,13 @@ class SagaEngine:
 
     async def _apply_once(
         self, obj: dict[str, Any], makers: list[EventFactory]
-    ) -> saga.SagaState:
+    ) -> saga.SagaState | None:
         ref = ref_of(obj)
-        state = self._state_of(ref, obj)
+        try:
+            state = self._state_of(ref, obj)
+        except saga.UnknownSagaVersion as unknown:
+            await self._leave_alone(obj, unknown)
+            return None
         obj = await self._ensure_finalizer(obj, state)
         decided = state
         commands: list[saga.Command] = []
@@ -287,6 +291,19 @@ class SagaEngine:
                 obj = await self._ensure_finalizer(obj, decided)
         self._track(obj, decided)
         return decided
+
+    async def _leave_alone(self, obj: dict[str, Any], unknown: saga.UnknownSagaVersion) -> None:
+        """Never drive a saga on a flow it did not start on: say so once (a condition and
+        a Warning Event), publish nothing, keep the finalizer -- an operator that knows the
+        version carries on from the status as it is."""
+        status = saga.unknown_version_status(obj.get("status") or {}, unknown, utcnow())
+        self.forget(ref_of(obj))
+        if status is None:
+            return  # said already
+        obj = await self.store.replace_status(obj, status)
+        log.warning("%s: %s", ref_of(obj), unknown)
+        await self.recorder.record(obj, saga.Transition("UnknownSagaVersion", str(unknown),
+                                                        "Warning"))
 
     async def _ensure_finalizer(
         self, obj: dict[str, Any], state: saga.SagaState

@@ -47,7 +47,7 @@ COMPENSATABLE = tuple(s.name for s in saga.STEPS.values() if s.compensation is n
 REASONS = (
     # rejections by the services (contracts' reason codes, as the saga spells them)
     "OutOfStock", "UnknownSku", "AlreadyCompensated", "CardDeclined", "InsufficientFunds",
-    "UndeliverableAddress",
+    "UndeliverableAddress", "FraudSuspected",
     # a step whose retry budget ran out (its outcome is unknown)
     *(s.timeout_reason for s in saga.STEPS.values() if s.timeout_reason),
     # cancellations
@@ -55,6 +55,11 @@ REASONS = (
 )  # fmt: skip
 """Why a saga turned around (the ``reason`` of its compensations)."""
 
+SAGAS_STARTED = Counter(
+    "vyapaar_saga_started",
+    "Sagas started (or cancelled before they started), by the flow version they run on.",
+    ["version"],
+)
 ORDERS_FINISHED = Counter(
     "vyapaar_saga_orders_finished",
     "Sagas that reached Completed, Failed or Cancelled, by outcome.",
@@ -244,7 +249,8 @@ def saga_deadline(config: saga.SagaConfig) -> float:
         config.forward_wait(attempt).total_seconds()
         for attempt in range(1, config.max_attempts + 1)
     )
-    stages = len(saga.BEFORE_PIVOT) + 1  # reserve, pay, ship, then commit+notify in parallel
+    # the longest flow's steps before the pivot, one at a time, then commit+notify at once
+    stages = max(len(flow.forward) for flow in saga.FLOWS.values()) + 1
     return stages * budget
 
 
@@ -347,6 +353,8 @@ def observe_decision(before: saga.SagaState, event: saga.Event, decision: saga.D
     if not changed:
         return
     _observe_steps(before, event, decision)
+    if before.version is None and after.version is not None:
+        SAGAS_STARTED.labels(str(after.version)).inc()
     if after.phase in OUTCOMES and before.phase != after.phase:
         ORDERS_FINISHED.labels(after.phase.value).inc()
         if after.started_at is not None and after.finished_at is not None:
@@ -382,7 +390,14 @@ def _observe_steps(before: saga.SagaState, event: saga.Event, decision: saga.Dec
             TIMEOUTS.labels(new.name, "forward").inc()
         if old.state is StepState.IN_FLIGHT and new.state is not StepState.IN_FLIGHT:
             outcome = _STEP_OUTCOME.get(new.state, "unknown")
-            if new.state is StepState.COMPENSATING and expired and not newly_cancelled:
+            # A check given up on is Failed, not Compensating (it has nothing to undo).
+            check_given_up = (new.state is StepState.FAILED
+                              and new.definition.kind is saga.StepKind.CHECK
+                              and (newly_cancelled or not isinstance(event, saga.Reply)))
+            if check_given_up:
+                outcome = "unknown"
+            if ((new.state is StepState.COMPENSATING or check_given_up) and expired
+                    and not newly_cancelled):
                 TIMEOUTS.labels(new.name, "forward").inc()  # the last attempt's deadline
             if new.started_at is not None and new.finished_at is not None:
                 STEP_DURATION.labels(new.name, outcome).observe(

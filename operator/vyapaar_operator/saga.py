@@ -10,6 +10,11 @@ Read this file top to bottom and you have read the whole order flow::
                         v    | Resume (a human repaired the service)
                    CompensationFailed
 
+That is flow version 1.  Version 2 (:data:`FLOWS`) screens the payment for fraud
+between reserving and paying (phase CheckingFraud).  A saga runs to its end on the flow
+it started on (``status.sagaVersion``); the operator starts new ones on the version its
+settings name (``SagaConfig.version``).
+
 ``decide`` does no I/O, reads no clock and draws no random numbers: the event
 carries ``now`` and the returned :class:`Decision` carries the new state, the
 commands to publish and the transitions to report as Kubernetes Events.  The
@@ -89,6 +94,8 @@ class SagaConfig:
     """Entries kept in ``status.timeline`` (newest last, at most 100: the CRD's limit).
     Over the limit the oldest entries go, those that changed the phase last (see
     :data:`PHASE_CHANGES`)."""
+    version: int = 1
+    """The flow (:data:`FLOWS`) a saga starts on; one that started keeps its own to the end."""
 
     def __post_init__(self) -> None:
         for name in ("step_timeout", "compensation_timeout"):
@@ -102,6 +109,8 @@ class SagaConfig:
             raise ValueError("SagaConfig attempt budgets must be at least 1")
         if not 0 <= self.timeline_limit <= MAX_TIMELINE:
             raise ValueError(f"SagaConfig.timeline_limit must be within 0..{MAX_TIMELINE}")
+        if self.version not in FLOWS:
+            raise ValueError(f"SagaConfig.version must be one of {sorted(FLOWS)}")
 
     def forward_wait(self, attempt: int) -> timedelta:
         """Time from sending forward attempt ``attempt`` until it counts as lost."""
@@ -293,6 +302,9 @@ class StepKind(StrEnum):
     """Once it succeeds the order is committed; compensated only if its outcome is unknown."""
     RETRIABLE = "retriable"
     """Retried with capped backoff until it succeeds; never compensated."""
+    CHECK = "check"
+    """Changes nothing, so nothing to undo: a refusal or an unknown outcome turns the saga
+    around, and the check itself is never compensated."""
 
 
 @dataclass(frozen=True)
@@ -318,6 +330,10 @@ RESERVE = StepDefinition(
     rejection="StockRejected", compensation="ReleaseStock", compensation_reply="StockReleased",
     ids=("reservationId",), timeout_reason="ReservationTimedOut",
 )
+FRAUD_CHECK = StepDefinition(
+    "fraud-check", "payment", StepKind.CHECK, "CheckFraud", "FraudCheckPassed",
+    rejection="FraudSuspected", timeout_reason="FraudCheckTimedOut",
+)
 PAY = StepDefinition(
     "pay", "payment", StepKind.COMPENSATABLE, "ChargePayment", "PaymentCaptured",
     rejection="PaymentDeclined", compensation="RefundPayment", compensation_reply="PaymentRefunded",
@@ -338,14 +354,70 @@ NOTIFY_CANCELLED = replace(NOTIFY, name="notify-cancelled")
 
 STEPS: Mapping[str, StepDefinition] = {
     step.name: step
-    for step in (RESERVE, PAY, SHIP, COMMIT, NOTIFY, NOTIFY_FAILED, NOTIFY_CANCELLED)
+    for step in (RESERVE, FRAUD_CHECK, PAY, SHIP, COMMIT, NOTIFY, NOTIFY_FAILED,
+                 NOTIFY_CANCELLED)
 }
 """Every step, in plan order (which is also the order of ``status.steps``)."""
 
-BEFORE_PIVOT = ("reserve", "pay", "ship")
-"""Run one at a time, in this order; so reverse order here is reverse order of completion."""
 AFTER_PIVOT = ("commit", "notify")
-"""Run in parallel in phase Completing."""
+"""Run in parallel in phase Completing, in every flow."""
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One version of the saga's definition: the steps before the pivot, in order.
+
+    A saga records the version it starts on (``status.sagaVersion``) and runs on that
+    flow to its end, whatever version later operators start new sagas on: what it has
+    done and what it still has to undo are steps of its own flow.  So a release that
+    adds, removes or reorders steps adds a version here and never edits one in use;
+    an operator that no longer knows a saga's version leaves the Order alone
+    (:class:`UnknownSagaVersion`).  Timeouts and budgets are not part of a flow: they
+    are settings (:class:`SagaConfig`), and a saga in flight keeps the deadline its
+    status holds.
+    """
+
+    version: int
+    forward: tuple[str, ...]
+    """Run one at a time, in this order, the last one the pivot; so reverse order here is
+    reverse order of completion."""
+
+    def __post_init__(self) -> None:
+        kinds = [STEPS[name].kind for name in self.forward]
+        if not kinds or kinds[-1] is not StepKind.PIVOT or kinds.count(StepKind.PIVOT) != 1:
+            raise ValueError(f"flow {self.version} must end with its one pivot")
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        """The plan a saga of this flow starts with (``status.steps``)."""
+        return self.forward + AFTER_PIVOT
+
+    def after(self, name: str) -> str | None:
+        """The forward step that follows ``name`` (None after the pivot)."""
+        index = self.forward.index(name)
+        return self.forward[index + 1] if index + 1 < len(self.forward) else None
+
+
+FLOWS: Mapping[int, Flow] = {
+    1: Flow(1, ("reserve", "pay", "ship")),
+    2: Flow(2, ("reserve", "fraud-check", "pay", "ship")),
+}
+"""Every flow this operator can drive, by version.  Version 2 screens the payment for
+fraud before charging it; the operator starts new sagas on ``SagaConfig.version``."""
+
+
+class UnknownSagaVersion(ValueError):
+    """The Order's saga started on a flow this operator does not know (a newer release
+    started it, or an older one it was rolled back to): driving it on another flow could
+    skip a step or undo the wrong ones, so the operator leaves it alone
+    (:func:`unknown_version_status`)."""
+
+    def __init__(self, version: object) -> None:
+        self.version = version
+        super().__init__(
+            f"saga version {version!r} is not known to this operator (it knows "
+            f"{', '.join(str(v) for v in sorted(FLOWS))}); the Order is left as it is until "
+            "an operator that knows it runs")
 
 TEMPLATES: Mapping[str, str] = {
     "notify": "order-confirmed",
@@ -363,7 +435,7 @@ def _forward_payload(step: str, spec: OrderSpec) -> dict[str, Any]:
     lines = [{"sku": item.sku, "quantity": item.quantity} for item in spec.items]
     if step == "reserve":
         return {"items": lines}
-    if step == "pay":
+    if step in ("fraud-check", "pay"):
         return {
             "amount": spec.total,
             "currency": spec.currency,
@@ -385,6 +457,7 @@ def _forward_payload(step: str, spec: OrderSpec) -> dict[str, Any]:
 class Phase(StrEnum):
     PENDING = "Pending"
     RESERVING = "Reserving"
+    CHECKING_FRAUD = "CheckingFraud"
     PAYING = "Paying"
     SHIPPING = "Shipping"
     COMPLETING = "Completing"
@@ -398,9 +471,11 @@ class Phase(StrEnum):
 TERMINAL_PHASES = frozenset(
     {Phase.COMPLETED, Phase.FAILED, Phase.CANCELLED, Phase.COMPENSATION_FAILED}
 )
-_PHASE_OF_STEP = {"reserve": Phase.RESERVING, "pay": Phase.PAYING, "ship": Phase.SHIPPING}
+_PHASE_OF_STEP = {"reserve": Phase.RESERVING, "fraud-check": Phase.CHECKING_FRAUD,
+                  "pay": Phase.PAYING, "ship": Phase.SHIPPING}
 _PROGRESS_REASON = {
     Phase.RESERVING: ("ReservingStock", "Reserving stock"),
+    Phase.CHECKING_FRAUD: ("CheckingFraud", "Stock reserved; screening the payment of {money}"),
     Phase.PAYING: ("ChargingPayment", "Stock reserved; charging {money}"),
     Phase.SHIPPING: ("CreatingShipment", "Payment captured; creating the shipment"),
 }
@@ -513,8 +588,11 @@ class SagaState:
     reason: str = "Created"
     message: str = "Waiting for the operator to start the saga"
     cancel_requested: bool = False
+    version: int | None = None
+    """The flow the saga runs on (:data:`FLOWS`), chosen when it starts; None before."""
     steps: tuple[Step, ...] = ()
-    """The plan: the forward steps, plus notify-failed/-cancelled once the saga turns around."""
+    """The plan: its flow's steps, plus notify-failed/-cancelled once the saga turns around;
+    none before it starts."""
     conditions: tuple[Condition, ...] = ()
     timeline: tuple[TimelineEntry, ...] = ()
     started_at: datetime | None = None
@@ -524,8 +602,12 @@ class SagaState:
 
     @classmethod
     def new(cls, uid: str, spec: OrderSpec) -> SagaState:
-        steps = tuple(Step(name) for name in BEFORE_PIVOT + AFTER_PIVOT)
-        return cls(uid=uid, spec=spec, steps=steps)
+        return cls(uid=uid, spec=spec)
+
+    @property
+    def flow(self) -> Flow:
+        """The saga's flow; before it starts, the first one (it has no step to run yet)."""
+        return FLOWS[self.version or 1]
 
     @property
     def is_terminal(self) -> bool:
@@ -578,6 +660,7 @@ class SagaState:
             "total": self.spec.total,
             "currency": self.spec.currency,
             "cancelRequested": self.cancel_requested,
+            "sagaVersion": self.version,
             "startedAt": _time_or_none(self.started_at),
             "finishedAt": _time_or_none(self.finished_at),
             "pausedAt": _time_or_none(self.paused_at),
@@ -593,19 +676,31 @@ class SagaState:
     def from_status(cls, uid: str, spec: OrderSpec, status: Mapping[str, Any] | None) -> SagaState:
         """Rebuild the state from ``Order.status``; an empty status is a fresh saga.
 
-        Keys this module does not own (``observedGeneration``, ``total``, ...) are ignored.
+        A saga that started before versions were recorded ran the first flow.  One whose
+        version this operator does not know raises :class:`UnknownSagaVersion`.  Keys this
+        module does not own (``observedGeneration``, ``total``, ...) are ignored.
         """
         if not status or status.get("phase") is None:
             return cls.new(uid, spec)
+        phase = Phase(status["phase"])
+        version = status.get("sagaVersion", None if phase is Phase.PENDING else 1)
+        if version is not None and version not in FLOWS:
+            raise UnknownSagaVersion(version)
         steps = status.get("steps") or {}
-        unknown = set(steps) - set(STEPS)
-        if unknown:
-            raise ValueError(f"status.steps has unknown steps: {sorted(unknown)}")
-        plan = [name for name in STEPS if name in steps or name in BEFORE_PIVOT + AFTER_PIVOT]
+        plan: tuple[str, ...] = ()
+        if version is not None:
+            flow = FLOWS[version]
+            outcome = tuple(n for n in ("notify-failed", "notify-cancelled") if n in steps)
+            plan = flow.steps + outcome
+            unknown = set(steps) - set(plan)
+            if unknown:
+                raise ValueError(f"status.steps has steps not in saga version {version}: "
+                                 f"{sorted(unknown)}")
         return cls(
             uid=uid,
             spec=spec,
-            phase=Phase(status["phase"]),
+            phase=phase,
+            version=version,
             reason=str(status.get("reason") or ""),
             message=str(status.get("message") or ""),
             cancel_requested=bool(status.get("cancelRequested", False)),
@@ -800,6 +895,7 @@ def decide(state: SagaState, event: Event, config: SagaConfig) -> Decision:
     # it, if the event took the saga out of CompensationFailed), and whatever the event
     # decides is held back while the saga is paused.
     decision = _then(decision, lambda current: _pause_from_spec(current, now, config))
+    decision = _then(decision, lambda current: _known_version(current, now))
     decision = _then(decision, lambda current: _handle(current, event, now, config))
     decision = _then(decision, lambda current: _pause_from_spec(current, now, config))
     return _record_timeline(_hold_while_paused(decision, now), now, config)
@@ -909,16 +1005,26 @@ def _trim_timeline(entries: tuple[TimelineEntry, ...], limit: int
 def _start(state: SagaState, now: datetime, config: SagaConfig) -> Decision:
     if state.phase is not Phase.PENDING:
         return Decision(state)  # a repeated Start changes nothing
-    started = replace(state, started_at=now)
+    started = replace(_planned(state, config), started_at=now)
     if state.condition("Queued") is not None:
         started = _set_condition(started, "Queued", "False", "Admitted",
                                  "A saga slot became free", now)
     decision = _emit(
         started, "SagaStarted",
-        f"Order of {_money(state.spec.total, state.spec.currency)} started",
-        step="reserve", routine=True,
+        f"Order of {_money(state.spec.total, state.spec.currency)} started on saga "
+        f"version {started.version}",
+        step=started.flow.forward[0], routine=True,
     )
-    return _then(decision, lambda s: _start_forward_step(s, "reserve", now, config))
+    return _then(decision, lambda s: _start_forward_step(s, s.flow.forward[0], now, config))
+
+
+def _planned(state: SagaState, config: SagaConfig) -> SagaState:
+    """The saga's flow chosen -- the one new sagas start on -- and its steps planned;
+    once chosen it stays."""
+    if state.version is not None:
+        return state
+    flow = FLOWS[config.version]
+    return replace(state, version=flow.version, steps=tuple(Step(name) for name in flow.steps))
 
 
 def _queue(state: SagaState, limit: int, now: datetime) -> Decision:
@@ -1018,12 +1124,11 @@ def _on_success(
     state = state.with_step(succeeded)
     decision = _emit(state, step.definition.success, _success_message(state, succeeded),
                      step=step.name, routine=True)
-    if step.name == "reserve":
-        return _then(decision, lambda s: _start_forward_step(s, "pay", now, config))
-    if step.name == "pay":
-        return _then(decision, lambda s: _start_forward_step(s, "ship", now, config))
-    if step.name == "ship":
-        return _then(decision, lambda s: _pass_pivot(s, now, config))
+    if step.name in state.flow.forward:
+        following = state.flow.after(step.name)
+        if following is None:
+            return _then(decision, lambda s: _pass_pivot(s, now, config))
+        return _then(decision, lambda s: _start_forward_step(s, following, now, config))
     if step.name in AFTER_PIVOT:
         return _then(decision, lambda s: _complete_if_done(s, now))
     return _then(decision, lambda s: _finish_turned_around(s, now))
@@ -1074,8 +1179,8 @@ def _on_rejection(
     return _then(decision, lambda s: _turn_around(s, cause, message, None, now, config))
 
 
-_REJECTED = {"reserve": "Stock not reserved", "pay": "Payment declined",
-             "ship": "Shipment refused"}
+_REJECTED = {"reserve": "Stock not reserved", "fraud-check": "Payment suspected of fraud",
+             "pay": "Payment declined", "ship": "Shipment refused"}
 
 
 def _turn_around(
@@ -1090,9 +1195,15 @@ def _turn_around(
 
     ``unknown_step`` is the step that was in flight and whose outcome is unknown (it ran
     out of attempts, or the order was cancelled while it was in flight): it is the newest,
-    so it is compensated first -- its compensation undoes it or leaves a tombstone.
-    The outcome is Cancelled if a cancellation was asked for before this point, else Failed.
+    so it is compensated first -- its compensation undoes it or leaves a tombstone; a
+    check has nothing to undo and just fails.  The outcome is Cancelled if a cancellation
+    was asked for before this point, else Failed.
     """
+    state = _planned(state, config)  # cancelled before it started: on the current flow
+    if unknown_step is not None and STEPS[unknown_step].kind is StepKind.CHECK:
+        given_up = replace(state.step(unknown_step), state=StepState.FAILED, deadline=None,
+                           finished_at=now)
+        state, unknown_step = state.with_step(given_up), None
     outcome_step = "notify-cancelled" if state.cancel_requested else "notify-failed"
     steps = (
         *(replace(s, state=StepState.SKIPPED) if s.state is StepState.PENDING else s
@@ -1121,7 +1232,7 @@ def _failure_cause(state: SagaState, cause: str, message: str) -> tuple[str, str
 def _to_compensate(state: SagaState) -> list[str]:
     """Succeeded steps still to undo, newest first (the pivot never: it commits the order)."""
     return [
-        name for name in reversed(BEFORE_PIVOT)
+        name for name in reversed(state.flow.forward)
         if STEPS[name].kind is StepKind.COMPENSATABLE
         and state.step(name).state is StepState.SUCCEEDED
     ]
@@ -1473,6 +1584,36 @@ def _hold_while_paused(decision: Decision, now: datetime) -> Decision:
 
 
 # --------------------------------------------------------------------------------------
+# Versions
+# --------------------------------------------------------------------------------------
+
+
+def _known_version(state: SagaState, now: datetime) -> Decision:
+    """An operator that knows the version clears what one that did not said."""
+    said = state.condition("UnknownSagaVersion")
+    if said is None or said.status != "True":
+        return Decision(state)
+    message = f"Saga version {state.version} is known to this operator; carrying on"
+    return _emit(_set_condition(state, "UnknownSagaVersion", "False", "KnownVersion",
+                                message, now), "KnownSagaVersion", message)
+
+
+def unknown_version_status(status: Mapping[str, Any], unknown: UnknownSagaVersion,
+                           now: datetime) -> dict[str, Any] | None:
+    """``status`` with the condition saying why the operator leaves the Order alone, or
+    None when it says so already: the rest of the status -- the saga log of a flow this
+    operator does not know -- stays exactly as it is."""
+    conditions = [c for c in status.get("conditions") or () if isinstance(c, Mapping)]
+    said = next((c for c in conditions if c.get("type") == "UnknownSagaVersion"), None)
+    if said is not None and said.get("status") == "True" and said.get("message") == str(unknown):
+        return None
+    condition = _condition_to_status(
+        Condition("UnknownSagaVersion", "True", "NotKnownToThisOperator", str(unknown), now))
+    others = [dict(c) for c in conditions if c.get("type") != "UnknownSagaVersion"]
+    return {**status, "conditions": [*others, condition]}
+
+
+# --------------------------------------------------------------------------------------
 # Phase and conditions
 # --------------------------------------------------------------------------------------
 
@@ -1549,6 +1690,7 @@ def _success_message(state: SagaState, step: Step) -> str:
     messages = {
         "reserve": f"Reserved {sum(i.quantity for i in state.spec.items)} unit(s) "
                    f"(reservation {step.reservation_id})",
+        "fraud-check": f"No sign of fraud in the payment of {money}",
         "pay": f"Captured {money} (charge {step.charge_id})",
         "ship": f"Shipment {step.shipment_id} created (tracking {step.tracking_id}); "
                 "the order is committed",
@@ -1693,7 +1835,7 @@ def _condition_from_status(status: Mapping[str, Any]) -> Condition:
 
 __all__ = [
     "AFTER_PIVOT",
-    "BEFORE_PIVOT",
+    "FLOWS",
     "PHASE_CHANGES",
     "STEPS",
     "TEMPLATES",
@@ -1707,6 +1849,7 @@ __all__ = [
     "Decision",
     "Deleted",
     "Event",
+    "Flow",
     "Held",
     "InvalidOrderSpec",
     "LineItem",
@@ -1728,9 +1871,11 @@ __all__ = [
     "Tick",
     "TimelineEntry",
     "Transition",
+    "UnknownSagaVersion",
     "decide",
     "format_time",
     "idempotency_key",
     "next_deadline",
     "parse_time",
+    "unknown_version_status",
 ]

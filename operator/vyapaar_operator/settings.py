@@ -13,6 +13,7 @@
 | ``VYAPAAR_COMPENSATION_BACKOFF_BASE_SECONDS`` | 5 | first compensation retry delay |
 | ``VYAPAAR_COMPENSATION_BACKOFF_MAX_SECONDS`` | 600 | cap of the compensation retry delay |
 | ``VYAPAAR_TIMELINE_LIMIT`` | 20 | entries kept in ``status.timeline`` |
+| ``VYAPAAR_SAGA_VERSION`` | 1 | the flow new sagas start on (2: a fraud check before payment) |
 | ``VYAPAAR_REPLY_PREFETCH`` | 32 | replies handled concurrently (RabbitMQ prefetch) |
 | ``VYAPAAR_MAX_IN_FLIGHT`` | 16 | sagas running at once; more wait ``Queued`` (0: no limit) |
 | ``VYAPAAR_REPLY_HOLD_MS`` | 1000 | a reply's wait for its sibling (one status write) |
@@ -73,6 +74,7 @@ class OperatorSettings:
         default_factory=lambda: _float("VYAPAAR_COMPENSATION_BACKOFF_MAX_SECONDS", 600)
     )
     timeline_limit: int = field(default_factory=lambda: _int("VYAPAAR_TIMELINE_LIMIT", 20))
+    saga_version: int = field(default_factory=lambda: _int("VYAPAAR_SAGA_VERSION", 1))
     reply_prefetch: int = field(default_factory=lambda: _int("VYAPAAR_REPLY_PREFETCH", 32))
     max_in_flight: int = field(default_factory=lambda: _int("VYAPAAR_MAX_IN_FLIGHT", 16))
     reply_hold: float = field(
@@ -101,6 +103,7 @@ class OperatorSettings:
             compensation_backoff_base=timedelta(seconds=self.compensation_backoff_base),
             compensation_backoff_max=timedelta(seconds=self.compensation_backoff_max),
             timeline_limit=self.timeline_limit,
+            version=self.saga_version,
         )
 
     def breaker_config(self) -> BreakerConfig:

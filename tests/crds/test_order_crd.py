@@ -127,6 +127,27 @@ def test_kubectl_get_shows_the_printer_columns(crds: Path, namespace: str, kubec
         assert column in header
 
 
+def test_the_status_of_a_version_2_saga_is_stored_as_written(crds: Path, namespace: str,
+                                                             kubectl: Any) -> None:
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(valid_order("screened")))
+    status = {"phase": "CheckingFraud", "sagaVersion": 2,
+              "steps": {"reserve": {"state": "Succeeded", "attempts": 1},
+                        "fraud-check": {"state": "InFlight", "attempts": 1,
+                                        "startedAt": "2026-12-02T10:00:00Z"}}}
+    written = kubectl("patch", "orders.vyapaar.dev", "screened", "-n", namespace,
+                      "--subresource=status", "--type=merge", "-o", "json",
+                      "-p", json.dumps({"status": status}))
+    stored = json.loads(written.stdout)["status"]
+    assert stored["sagaVersion"] == 2 and stored["phase"] == "CheckingFraud"
+    assert stored["steps"]["fraud-check"] == status["steps"]["fraud-check"]  # not pruned
+    refused = kubectl("patch", "orders.vyapaar.dev", "screened", "-n", namespace,
+                      "--subresource=status", "--type=merge",
+                      "-p", '{"status":{"sagaVersion":0}}', check=False)
+    assert refused.returncode != 0 and "status.sagaVersion" in refused.stderr
+    wide = kubectl("get", "orders.vyapaar.dev", "-n", namespace, "-o", "wide").stdout
+    assert "VERSION" in wide.splitlines()[0]
+
+
 def test_kubectl_explain_describes_the_items(crds: Path, kubectl: Any) -> None:
     explained = kubectl("explain", "orders.spec.items", "--api-version=vyapaar.dev/v1alpha1").stdout
     assert "DESCRIPTION" in explained

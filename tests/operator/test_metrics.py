@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,13 +32,14 @@ def value(name: str, **labels: str) -> float:
 
 
 class Run:
-    def __init__(self, uid: str = UID) -> None:
+    def __init__(self, uid: str = UID, config: saga.SagaConfig = CONFIG) -> None:
         self.state = saga.SagaState.new(uid, SPEC)
+        self.config = config
         self.now = T0
 
     def apply(self, event: saga.Event) -> saga.Decision:
         before = self.state
-        decision = saga.decide(before, event, CONFIG)
+        decision = saga.decide(before, event, self.config)
         changed = decision.state.to_status() != before.to_status()
         metrics.observe_decision(before, event, decision, changed=changed)
         self.state = decision.state
@@ -94,6 +96,31 @@ def test_a_declined_payment_compensates_the_reservation_with_its_reason() -> Non
     assert value("vyapaar_saga_compensations_completed_total", step="reserve",
                  result="undone") == undone + 1
     assert value("vyapaar_saga_orders_finished_total", outcome="Failed") == failed + 1
+
+
+def test_a_version_2_saga_counts_its_start_by_version_and_a_fraud_check_given_up_as_unknown(
+) -> None:
+    started = value("vyapaar_saga_started_total", version="2")
+    unknown = value("vyapaar_saga_step_duration_seconds_count", step="fraud-check",
+                    outcome="unknown")
+    timeouts = value("vyapaar_saga_timeouts_total", step="fraud-check", kind="forward")
+    released = value("vyapaar_saga_compensations_total", step="reserve",
+                     reason="FraudCheckTimedOut")
+    run = Run("uid-v2", replace(CONFIG, version=2))
+    run.apply(saga.Start(now=run.at(0)))
+    run.reply(1, "reserve", "StockReserved", reservationId="r")
+    while run.state.phase is saga.Phase.CHECKING_FRAUD:
+        deadline = saga.next_deadline(run.state)
+        assert deadline is not None
+        run.apply(saga.Tick(now=deadline))
+    assert run.state.step("fraud-check").state is saga.StepState.FAILED
+    assert value("vyapaar_saga_started_total", version="2") == started + 1
+    assert value("vyapaar_saga_step_duration_seconds_count", step="fraud-check",
+                 outcome="unknown") == unknown + 1
+    assert value("vyapaar_saga_timeouts_total", step="fraud-check",
+                 kind="forward") == timeouts + CONFIG.max_attempts
+    assert value("vyapaar_saga_compensations_total", step="reserve",
+                 reason="FraudCheckTimedOut") == released + 1
 
 
 def test_timeouts_retries_and_an_exhausted_compensation() -> None:
@@ -171,6 +198,6 @@ def test_track_phase_keeps_the_gauges_exact() -> None:
     metrics.forget(ref)
 
 
-def test_saga_deadline_is_every_forward_stage_spending_its_budget() -> None:
-    # waits: 10+1, 10+2 -> 23 s per stage; 4 stages
-    assert metrics.saga_deadline(CONFIG) == 4 * 23
+def test_saga_deadline_is_every_forward_stage_of_the_longest_flow_spending_its_budget() -> None:
+    # waits: 10+1, 10+2 -> 23 s per stage; version 2: 4 steps to the pivot, then one stage
+    assert metrics.saga_deadline(CONFIG) == 5 * 23

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from vyapaar_operator.saga import (
+    FLOWS,
     PHASE_CHANGES,
     BreakerClosed,
     CancelRequested,
@@ -21,12 +22,14 @@ from vyapaar_operator.saga import (
     Decision,
     Deleted,
     Event,
+    Flow,
     Held,
     InvalidOrderSpec,
     NotSent,
     OrderSpec,
     PauseChanged,
     Phase,
+    Queued,
     Recover,
     Reply,
     Resume,
@@ -35,8 +38,10 @@ from vyapaar_operator.saga import (
     Start,
     StepState,
     Tick,
+    UnknownSagaVersion,
     decide,
     next_deadline,
+    unknown_version_status,
 )
 
 UID = "6d1f3c9e-1b0a-4c55-9e0e-0d5b7f2a9c41"
@@ -52,6 +57,7 @@ CONFIG = SagaConfig(
     compensation_backoff_max=timedelta(seconds=30),
     timeline_limit=100,
 )
+CONFIG_V2 = replace(CONFIG, version=2)
 CUSTOMER = {"id": "cust-42", "email": "asha@example.in", "name": "Asha Rao"}
 ADDRESS = {
     "name": "Asha Rao",
@@ -82,6 +88,7 @@ TOTAL = 5_499_900 + 2 * 79_900
 
 SUCCESS = {
     "ReserveStock": ("StockReserved", {"reservationId": "res-1"}),
+    "CheckFraud": ("FraudCheckPassed", {"score": 5}),
     "ChargePayment": ("PaymentCaptured", {"chargeId": "ch-1", "amount": TOTAL, "currency": "INR"}),
     "CreateShipment": ("ShipmentCreated", {"shipmentId": "shp-1", "trackingId": "TRK-1"}),
     "CommitStock": ("StockCommitted", {}),
@@ -98,16 +105,17 @@ class Saga:
 
     state: SagaState
     now: datetime = T0
+    config: SagaConfig = CONFIG
     sent: list[Command] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     last: Decision | None = None
 
     @classmethod
-    def new(cls, **spec: Any) -> Saga:
-        return cls(SagaState.new(UID, OrderSpec.from_manifest(manifest(**spec))))
+    def new(cls, config: SagaConfig = CONFIG, **spec: Any) -> Saga:
+        return cls(SagaState.new(UID, OrderSpec.from_manifest(manifest(**spec))), config=config)
 
     def apply(self, event: Event) -> Decision:
-        self.last = decide(self.state, event, CONFIG)
+        self.last = decide(self.state, event, self.config)
         self.state = self.last.state
         self.sent.extend(self.last.commands)
         self.reasons.extend(t.reason for t in self.last.transitions)
@@ -161,7 +169,9 @@ class Saga:
     def run_to(self, phase: Phase) -> Saga:
         """Drive the happy path until the saga enters ``phase``."""
         self.start()
-        for command_type in ("ReserveStock", "ChargePayment", "CreateShipment"):
+        for command_type in ("ReserveStock", "CheckFraud", "ChargePayment", "CreateShipment"):
+            if command_type not in self.sent_types():
+                continue  # a step of the other flow
             if self.state.phase is phase:
                 break
             self.succeed(command_type)
@@ -1048,6 +1058,156 @@ def test_a_hold_for_an_attempt_that_is_over_changes_nothing() -> None:
     assert saga.apply(Held(step="reserve", attempt=1, until=T0, now=saga.now)).state == before
 
 
+# --- saga versions ---------------------------------------------------------------------
+
+
+def test_version_2_screens_the_payment_for_fraud_between_reserving_and_paying() -> None:
+    saga = Saga.new(CONFIG_V2)
+
+    assert commands(saga.start()) == [("ReserveStock", key("reserve"), False)]
+    assert saga.state.version == 2
+    assert commands(saga.succeed("ReserveStock")) == [("CheckFraud", key("fraud-check"), False)]
+    assert saga.state.phase is Phase.CHECKING_FRAUD
+    assert commands(saga.succeed("CheckFraud")) == [("ChargePayment", key("pay"), False)]
+    saga.succeed("ChargePayment")
+    saga.succeed("CreateShipment")
+    saga.succeed("CommitStock")
+    saga.succeed("SendNotification")
+
+    assert saga.state.phase is Phase.COMPLETED
+    status = saga.state.to_status()
+    assert status["sagaVersion"] == 2
+    assert list(status["steps"]) == ["reserve", "fraud-check", "pay", "ship", "commit", "notify"]
+    check = next(c for c in saga.sent if c.message_type == "CheckFraud")
+    assert check.service == "payment"
+    assert check.payload == {"amount": TOTAL, "currency": "INR", "token": "tok_visa",
+                             "customer": CUSTOMER}
+
+
+def test_version_1_never_sends_a_fraud_check() -> None:
+    saga = Saga.new().run_to(Phase.COMPLETING)
+    assert saga.state.version == 1
+    assert "CheckFraud" not in saga.sent_types()
+    assert "fraud-check" not in saga.state.to_status()["steps"]
+
+
+def test_suspected_fraud_releases_the_stock_and_charges_nothing() -> None:
+    saga = Saga.new(CONFIG_V2).run_to(Phase.CHECKING_FRAUD)
+
+    decision = saga.reply("FraudSuspected", "fraud-check", reason="FRAUD_SUSPECTED", score=95)
+
+    assert commands(decision) == [("ReleaseStock", key("reserve"), True)]
+    assert saga.state.reason == "FraudSuspected"
+    assert saga.step_state("fraud-check") is StepState.FAILED
+    saga.succeed("ReleaseStock")
+    saga.succeed("SendNotification")
+    assert saga.state.phase is Phase.FAILED
+    assert "ChargePayment" not in saga.sent_types()
+
+
+def test_a_fraud_check_that_never_answers_is_given_up_with_nothing_to_undo() -> None:
+    saga = Saga.new(CONFIG_V2).run_to(Phase.CHECKING_FRAUD)
+    for _ in range(CONFIG.max_attempts):
+        saga.expire()
+
+    assert saga.sent_types().count("CheckFraud") == CONFIG.max_attempts
+    assert saga.state.reason == "FraudCheckTimedOut"
+    assert saga.step_state("fraud-check") is StepState.FAILED
+    assert saga.last is not None
+    assert [c.message_type for c in saga.last.commands] == ["ReleaseStock"]
+    saga.succeed("ReleaseStock")
+    saga.succeed("SendNotification")
+    assert saga.state.phase is Phase.FAILED
+
+
+def test_a_cancel_during_the_fraud_check_releases_the_stock_and_cancels() -> None:
+    saga = Saga.new(CONFIG_V2).run_to(Phase.CHECKING_FRAUD)
+    assert commands(saga.cancel()) == [("ReleaseStock", key("reserve"), True)]
+    saga.reply("FraudCheckPassed", "fraud-check", score=5)  # late: the saga turned around
+    saga.succeed("ReleaseStock")
+    saga.succeed("SendNotification")
+    assert saga.state.phase is Phase.CANCELLED
+    assert "ChargePayment" not in saga.sent_types()
+
+
+def test_a_saga_finishes_on_the_flow_it_started_on_whatever_new_sagas_start_on() -> None:
+    saga = Saga.new().run_to(Phase.PAYING)  # started on version 1
+    restarted = SagaState.from_status(UID, saga.state.spec, saga.state.to_status())
+    saga = Saga(restarted, now=saga.now, sent=saga.sent, config=CONFIG_V2)  # new release
+    saga.apply(Recover(saga.now))
+    saga.succeed("ChargePayment")
+    saga.succeed("CreateShipment")
+    saga.succeed("CommitStock")
+    saga.succeed("SendNotification")
+
+    assert saga.state.phase is Phase.COMPLETED
+    assert saga.state.version == 1 and saga.state.to_status()["sagaVersion"] == 1
+    assert "CheckFraud" not in saga.sent_types()
+
+
+def test_a_queued_saga_starts_on_the_version_in_force_when_it_starts() -> None:
+    saga = Saga.new()
+    saga.apply(Queued(limit=16, now=saga.now))
+    assert "sagaVersion" not in saga.state.to_status()  # not started: no flow chosen yet
+    saga.config = CONFIG_V2
+    saga.start()
+    saga.succeed("ReserveStock")
+    assert saga.state.version == 2 and saga.sent_types()[-1] == "CheckFraud"
+
+
+def test_a_cancel_before_the_start_records_the_version_in_force() -> None:
+    saga = Saga.new(CONFIG_V2)
+    saga.cancel()
+    assert saga.state.version == 2
+    assert saga.state.step("fraud-check").state is StepState.SKIPPED
+
+
+def test_a_saga_started_before_versions_were_recorded_runs_version_1() -> None:
+    status = Saga.new().run_to(Phase.PAYING).state.to_status()
+    del status["sagaVersion"]
+    state = SagaState.from_status(UID, OrderSpec.from_manifest(manifest()), status)
+    assert state.version == 1 and state.flow is FLOWS[1]
+
+
+@pytest.mark.parametrize("version", [3, 0, "2"])
+def test_a_version_this_operator_does_not_know_is_refused_and_said_once(version: Any) -> None:
+    status = {**Saga.new(CONFIG_V2).run_to(Phase.PAYING).state.to_status(),
+              "sagaVersion": version}
+    with pytest.raises(UnknownSagaVersion) as refused:
+        SagaState.from_status(UID, OrderSpec.from_manifest(manifest()), status)
+
+    said = unknown_version_status(status, refused.value, T0)
+    assert said is not None
+    condition = said["conditions"][-1]
+    assert (condition["type"], condition["status"]) == ("UnknownSagaVersion", "True")
+    assert "not known to this operator" in condition["message"]
+    assert {k: v for k, v in said.items() if k != "conditions"} == {
+        k: v for k, v in status.items() if k != "conditions"}  # the saga log is untouched
+    assert unknown_version_status(said, refused.value, T0 + timedelta(seconds=5)) is None
+
+
+def test_an_operator_that_knows_the_version_clears_the_refusal_and_carries_on() -> None:
+    saga = Saga.new(CONFIG_V2).run_to(Phase.PAYING)
+    status = {**saga.state.to_status(), "sagaVersion": 2}
+    refused = unknown_version_status(status, UnknownSagaVersion(2), T0)
+    assert refused is not None
+    saga = Saga(SagaState.from_status(UID, saga.state.spec, refused), now=saga.now,
+                config=CONFIG_V2)
+    saga.reply("PaymentCaptured", "pay", chargeId="ch-1", amount=TOTAL, currency="INR")
+
+    condition = saga.state.condition("UnknownSagaVersion")
+    assert condition is not None and (condition.status, condition.reason) == ("False",
+                                                                               "KnownVersion")
+    assert saga.state.phase is Phase.SHIPPING
+
+
+def test_a_flow_ends_with_its_one_pivot_and_the_config_names_a_known_flow() -> None:
+    with pytest.raises(ValueError, match="pivot"):
+        Flow(3, ("reserve", "pay"))
+    with pytest.raises(ValueError, match="version"):
+        SagaConfig(version=9)
+
+
 # --- the status ------------------------------------------------------------------------
 
 
@@ -1076,6 +1236,10 @@ def every_intermediate_state() -> list[SagaState]:
     unsent = Saga.new().run_to(Phase.PAYING)
     not_sent(unsent, unsent.sent[-1])
     states.append(unsent.state)
+    v2 = Saga.new(CONFIG_V2).run_to(Phase.CHECKING_FRAUD)
+    states.append(v2.state)
+    v2.reply("FraudSuspected", "fraud-check", reason="FRAUD_SUSPECTED", score=95)
+    states.append(v2.state)
     paused = Saga.new()
     paused.start()
     pause(paused)
@@ -1111,7 +1275,7 @@ def test_the_status_uses_camel_case_and_rfc3339_utc_times() -> None:
     status = saga.state.to_status()
 
     assert set(status) == {"phase", "reason", "message", "total", "currency", "cancelRequested",
-                           "startedAt", "steps", "conditions", "timeline"}
+                           "sagaVersion", "startedAt", "steps", "conditions", "timeline"}
     assert list(status["steps"]) == ["reserve", "pay", "ship", "commit", "notify"]
     assert set(status["steps"]["pay"]) == {
         "state", "attempts", "startedAt", "finishedAt", "chargeId"}

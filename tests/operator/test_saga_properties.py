@@ -33,6 +33,7 @@ from hypothesis.stateful import (
     rule,
 )
 from vyapaar_operator.saga import (
+    FLOWS,
     BreakerClosed,
     CancelRequested,
     Command,
@@ -164,6 +165,8 @@ class Payment(Service):
     """To check that a payment is refunded only after its shipment (if any) was voided."""
     ledger: list[tuple[str, str, int]] = field(default_factory=list)
     """(entry, order uid, amount): every capture and refund, in order."""
+    screened: set[str] = field(default_factory=set)
+    """Orders whose payment was screened for fraud (saga version 2)."""
 
     def total(self, entry: str, uid: str) -> int:
         return sum(amount for kind, owner, amount in self.ledger if (kind, owner) == (entry, uid))
@@ -173,6 +176,11 @@ class Payment(Service):
 
     def apply(self, command: Command) -> Answer:
         key, uid = command.idempotency_key, order_of(command.idempotency_key)
+        if command.message_type == "CheckFraud":  # a read: nothing recorded
+            self.screened.add(uid)
+            if command.payload["token"] == "tok_fraud":
+                return "FraudSuspected", {"reason": "FRAUD_SUSPECTED", "score": 95}
+            return "FraudCheckPassed", {"score": 5}
         if command.message_type == "ChargePayment":
             token = command.payload["token"]
             if key in self.tombstones:
@@ -244,7 +252,7 @@ def order_specs(draw: st.DrawFn) -> OrderSpec:
                    "unitPrice": draw(st.integers(0, 10_000))} for sku in skus],
         "currency": "INR",
         "paymentToken": draw(st.sampled_from(
-            ["tok_visa"] * 8 + ["tok_decline", "tok_insufficient_funds"])),
+            ["tok_visa"] * 8 + ["tok_decline", "tok_insufficient_funds", "tok_fraud"])),
         "shippingAddress": {
             "name": "C", "city": "Pune", "postalCode": "411001", "country": "IN",
             "line1": draw(st.sampled_from(["1 Main Road"] * 7 + ["UNDELIVERABLE"])),
@@ -267,6 +275,8 @@ class SagaWorld(RuleBasedStateMachine):
         self.to_services: list[Command] = []
         self.to_operator: list[Reply] = []
         self.drops = 0
+        self.version = 1
+        """The flow the operator now starts new sagas on (a release may change it)."""
         self.compensations_broken = False
         self.compensation_failed_seen: set[str] = set()
         self.cancelled_later = False
@@ -283,8 +293,13 @@ class SagaWorld(RuleBasedStateMachine):
 
     def operate(self, uid: str, event: Event) -> None:
         before = self.orders[uid]
-        decision = decide(before, event, CONFIG)
+        config = replace(CONFIG, version=self.version)
+        decision = decide(before, event, config)
         state = decision.state
+        if before.version is not None:  # a saga runs on the flow it started on, to its end
+            assert state.version == before.version
+        for command in decision.commands:
+            assert command.step in (*state.flow.steps, "notify-failed", "notify-cancelled")
         if state.is_paused:  # a paused saga publishes nothing, and times nothing out
             assert decision.commands == ()
             if before.is_paused:
@@ -301,7 +316,7 @@ class SagaWorld(RuleBasedStateMachine):
                 ship = state.step("ship")
                 assert ship.shipment_id is None and ship.attempts == CONFIG.max_attempts
         if isinstance(event, Reply):  # applying the same reply again changes nothing
-            again = decide(state, replace(event, now=event.now + timedelta(seconds=1)), CONFIG)
+            again = decide(state, replace(event, now=event.now + timedelta(seconds=1)), config)
             assert again.commands == () and again.transitions == () and again.state == state
 
     def publish(self) -> None:
@@ -336,12 +351,27 @@ class SagaWorld(RuleBasedStateMachine):
 
     # Hypothesis' moves.
 
-    @initialize(specs=st.lists(order_specs(), min_size=1, max_size=3))
-    def place_orders(self, specs: list[OrderSpec]) -> None:
-        for index, spec in enumerate(specs):
-            uid = f"order-{index}"
-            self.orders[uid] = SagaState.new(uid, spec)
-            self.operate(uid, Start(self.now))
+    @initialize(specs=st.lists(order_specs(), min_size=1, max_size=3),
+                version=st.sampled_from(sorted(FLOWS)))
+    def place_orders(self, specs: list[OrderSpec], version: int) -> None:
+        self.version = version
+        for spec in specs:
+            self.place(spec)
+
+    def place(self, spec: OrderSpec) -> None:
+        uid = f"order-{len(self.orders)}"
+        self.orders[uid] = SagaState.new(uid, spec)
+        self.operate(uid, Start(self.now))
+
+    @rule(version=st.sampled_from(sorted(FLOWS)), spec=order_specs())
+    def a_release_changes_the_flow_of_new_sagas(self, version: int, spec: OrderSpec) -> None:
+        """The operator restarts on another version; an order placed then starts on it."""
+        if len(self.orders) >= 4:
+            return
+        self.version = version
+        self.the_operator_crashes_and_restarts()
+        self.place(spec)
+        event(f"sagas of versions {sorted({s.version for s in self.orders.values()})}")
 
     @rule(index=st.integers(0, 50))
     def a_service_handles_a_command(self, index: int) -> None:
@@ -540,8 +570,12 @@ class SagaWorld(RuleBasedStateMachine):
         notified = [template for owner, template in self.notification.sent if owner == uid]
         shipment = self.shipping.shipments.get(uid)
         assert state.phase in (Phase.COMPLETED, Phase.FAILED, Phase.CANCELLED), state.phase
+        if uid in self.payment.screened:
+            assert state.version == 2  # only its flow screens payments
         if state.phase is Phase.COMPLETED:
-            assert spec.payment_token == "tok_visa"
+            assert (uid in self.payment.screened) == (state.version == 2)
+            assert spec.payment_token == "tok_visa" or (
+                spec.payment_token == "tok_fraud" and state.version == 1)
             assert self.payment.count("capture", uid) == 1 and captured == spec.total
             assert refunded == 0
             assert shipment == "created"

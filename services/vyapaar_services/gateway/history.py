@@ -6,8 +6,9 @@ Together they say when the order entered each phase, so the gateway can tell the
 story from any one version of the object -- not only from the versions it happened to see:
 
 * ``Pending`` when the Order was created;
-* ``Reserving``, ``Paying``, ``Shipping`` when ``reserve``, ``pay``, ``ship`` started, and
-  ``Completing`` when the steps after the pivot (``commit``) started;
+* ``Reserving``, ``CheckingFraud`` (saga version 2), ``Paying``, ``Shipping`` when
+  ``reserve``, ``fraud-check``, ``pay``, ``ship`` started, and ``Completing`` when the
+  steps after the pivot (``commit``) started;
 * ``Compensating``, ``CompensationFailed``, ``Failed``, ``Cancelled``, ``Completed`` at the
   timeline entries that announce them.
 
@@ -29,8 +30,8 @@ from typing import Any, Final
 __all__ = ["TERMINAL_PHASES", "Transition", "cancellation_refusal", "phase_history"]
 
 TERMINAL_PHASES: Final = frozenset({"Completed", "Failed", "Cancelled", "CompensationFailed"})
-_STARTS: Final = (("reserve", "Reserving"), ("pay", "Paying"), ("ship", "Shipping"),
-                  ("commit", "Completing"))
+_STARTS: Final = (("reserve", "Reserving"), ("fraud-check", "CheckingFraud"),
+                  ("pay", "Paying"), ("ship", "Shipping"), ("commit", "Completing"))
 #: timeline reasons that move the order to another phase
 _ANNOUNCED: Final = {
     "CompensationStarted": "Compensating",
@@ -87,7 +88,8 @@ def phase_history(order: Mapping[str, Any]) -> list[Transition]:
     return [Transition(i, p, t, r, m) for i, (p, t, r, m) in enumerate(entries, start=1)]
 
 
-_START_REASON: Final = {"Reserving": "ReservingStock", "Paying": "ChargingPayment",
+_START_REASON: Final = {"Reserving": "ReservingStock", "CheckingFraud": "CheckingFraud",
+                        "Paying": "ChargingPayment",
                         "Shipping": "CreatingShipment", "Completing": "ShipmentCreated"}
 
 

@@ -11,7 +11,7 @@ Admin/read API:
   "lostCommitRate": 0..1}``
 * ``/healthz``, ``/readyz``, ``/metrics``
 
-Messages: consumes ``payment.commands`` (ChargePayment, RefundPayment), replies on
+Messages: consumes ``payment.commands`` (CheckFraud, ChargePayment, RefundPayment), replies on
 ``vyapaar.events`` as ``payment.<Reply>``. Env: see :mod:`vyapaar_services.common.config`
 (``VYAPAAR_FAULT_ERROR_RATE``, ``VYAPAAR_FAULT_LATENCY_MS``).
 """

@@ -1,4 +1,4 @@
-"""Payment message handlers: ChargePayment and RefundPayment.
+"""Payment message handlers: CheckFraud, ChargePayment and RefundPayment.
 
 They call the simulated processor (:mod:`~vyapaar_services.payment.processor`, an outside
 party with its own records) with the step's idempotency key. Fault injection adds latency
@@ -7,6 +7,8 @@ and TRANSIENT errors to processor calls, and failures after a call and before th
 delayed-retry path (it is not a decline), where the key makes the processor answer as
 before instead of moving the money again.
 
+* CheckFraud (saga version 2, before the charge): the processor's screening, answered as
+  FraudCheckPassed or FraudSuspected; a read, so nothing is stored and it needs no undo.
 * ChargePayment: a key with a tombstone -> PaymentDeclined(ALREADY_COMPENSATED); a decline
   is recorded (no money moves); a capture writes the payment and a ``charge`` ledger entry.
 * RefundPayment (compensation, same key): a captured payment is refunded in full (a
@@ -29,6 +31,15 @@ __all__ = ["build_handlers"]
 
 def build_handlers(processor: SimulatedProcessor) -> dict[str, CommandHandler]:
     faults = processor.faults
+
+    async def check_fraud(
+        _conn: asyncpg.Connection, _envelope: Envelope, command: contracts.CheckFraud
+    ) -> contracts.FraudCheckPassed | contracts.FraudSuspected:
+        screening = await processor.screen(token=command.token, amount=command.amount,
+                                           currency=command.currency)
+        if screening.suspected:
+            return contracts.FraudSuspected(reason="FRAUD_SUSPECTED", score=screening.score)
+        return contracts.FraudCheckPassed(score=screening.score)
 
     async def charge_payment(
         conn: asyncpg.Connection, envelope: Envelope, command: contracts.ChargePayment
@@ -120,4 +131,5 @@ def build_handlers(processor: SimulatedProcessor) -> dict[str, CommandHandler]:
             )
         return contracts.PaymentRefunded(refund_id=None, amount=0, noop=True)
 
-    return {"ChargePayment": charge_payment, "RefundPayment": refund_payment}
+    return {"CheckFraud": check_fraud, "ChargePayment": charge_payment,
+            "RefundPayment": refund_payment}

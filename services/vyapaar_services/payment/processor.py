@@ -10,7 +10,8 @@ that holds one of the service's connections can always reach it. The invariant c
 compare this record with the service's ledger: no money moved that the ledger does not show.
 
 Deterministic by token: ``tok_decline`` -> CARD_DECLINED, ``tok_insufficient_funds`` ->
-INSUFFICIENT_FUNDS, any other token (e.g. ``tok_visa``) is captured. Fault injection adds
+INSUFFICIENT_FUNDS, any other token (e.g. ``tok_visa``) is captured; its fraud screening
+scores ``tok_fraud`` as suspected and any other token as clean. Fault injection adds
 latency and transient errors before the processor acts.
 """
 
@@ -26,13 +27,29 @@ import asyncpg
 from vyapaar_services.common import db, metrics
 from vyapaar_services.common.faults import FaultInjector
 
-__all__ = ["DECLINING_TOKENS", "Charge", "DeclineReason", "SimulatedProcessor", "operations"]
+__all__ = ["DECLINING_TOKENS", "SUSPECTED_TOKENS", "Charge", "DeclineReason", "Screening",
+           "SimulatedProcessor", "operations"]
 
 DeclineReason = Literal["CARD_DECLINED", "INSUFFICIENT_FUNDS"]
 DECLINING_TOKENS: dict[str, DeclineReason] = {
     "tok_decline": "CARD_DECLINED",
     "tok_insufficient_funds": "INSUFFICIENT_FUNDS",
 }
+
+SUSPECTED_TOKENS = frozenset({"tok_fraud"})
+SUSPECTED_FROM = 80
+"""Risk scores from here on are refused as suspected fraud."""
+
+
+@dataclass(frozen=True)
+class Screening:
+    """The processor's fraud screening of a payment: a risk score from 0 to 100."""
+
+    score: int
+
+    @property
+    def suspected(self) -> bool:
+        return self.score >= SUSPECTED_FROM
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,16 @@ class SimulatedProcessor:
             outcome="declined" if reason else "captured", amount=amount, currency=currency,
             reason=reason)
         return Charge(row["id"], row["outcome"] == "captured", row["reason"])
+
+    async def screen(self, *, token: str, amount: int, currency: str) -> Screening:
+        """Score the fraud risk of a payment before it is charged.  A read: nothing moves and
+        nothing is recorded, so asking again gets the same score.  Raises InjectedFault
+        (transient) before answering."""
+        await self.faults.call("screen")
+        screening = Screening(95 if token in SUSPECTED_TOKENS else 5)
+        outcome = "declined" if screening.suspected else "ok"
+        metrics.PROCESSOR_CALLS.labels("payment", "screen", outcome).inc()
+        return screening
 
     async def refund(self, *, idempotency_key: str, order_uid: str, charge_id: str,
                      amount: int, currency: str) -> str:

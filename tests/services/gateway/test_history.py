@@ -5,6 +5,7 @@ miss nothing and repeat nothing."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -54,13 +55,14 @@ def phases(state: SagaState | None) -> list[str]:
 
 
 class Saga:
-    def __init__(self) -> None:
+    def __init__(self, config: SagaConfig = CONFIG) -> None:
         self.now = T0
+        self.config = config
         self.state = SagaState.new(UID, OrderSpec.from_manifest(SPEC))
         self.versions: list[SagaState] = []
 
     def apply(self, event: Event) -> None:
-        self.state = decide(self.state, event, CONFIG).state
+        self.state = decide(self.state, event, self.config).state
         self.versions.append(self.state)
 
     def later(self, ms: int = 20) -> datetime:
@@ -98,6 +100,15 @@ def test_a_completed_order_shows_every_phase_of_the_forward_path_in_order() -> N
                                   "Completed"]
     times = [datetime.fromisoformat(t.time) for t in phase_history(order(saga.state))]
     assert times == sorted(times)
+
+
+def test_a_saga_of_version_2_shows_its_fraud_check_between_reserving_and_paying() -> None:
+    saga = Saga(replace(CONFIG, version=2))
+    saga.apply(Start(saga.later()))
+    for step in ("reserve", "fraud-check", "pay", "ship", "commit", "notify"):
+        saga.answer(step)
+    assert phases(saga.state) == ["Pending", "Reserving", "CheckingFraud", "Paying",
+                                  "Shipping", "Completing", "Completed"]
 
 
 def test_a_declined_payment_shows_the_turnaround_and_the_failure() -> None:

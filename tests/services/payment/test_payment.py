@@ -139,6 +139,34 @@ async def test_test_tokens_decline_deterministically_and_move_no_money(
     assert book["payments"][0]["status"] == "declined"
 
 
+def fraud_check(uid: str, token: str = "tok_visa") -> Envelope:
+    return Envelope.create(
+        contracts.CheckFraud(amount=2599, currency="INR", token=token, customer=CUSTOMER),
+        correlation_id=uid,
+        subject="shop/order",
+        idempotency_key=contracts.idempotency_key(uid, "fraud-check"),
+    )
+
+
+@pytest.mark.parametrize(("token", "answer", "score"), [
+    ("tok_visa", "FraudCheckPassed", 5), ("tok_fraud", "FraudSuspected", 95)])
+async def test_a_fraud_check_screens_the_payment_and_moves_no_money(
+    payment: Any, publisher: Publisher, replies: Any, token: str, answer: str, score: int
+) -> None:
+    uid = new_order()
+    cmd = fraud_check(uid, token)
+
+    await publisher.send_command(cmd)
+    await publisher.send_command(retried(cmd))  # a retry gets the same answer
+
+    first, second = await replies.wait(uid, count=2)
+    assert [first.type, second.type] == [answer, answer]
+    assert first.payload["score"] == second.payload["score"] == score
+    if answer == "FraudSuspected":
+        assert first.payload["reason"] == "FRAUD_SUSPECTED"
+    assert (await ledger(payment, uid))["entries"] == []
+
+
 async def test_a_refund_returns_the_whole_capture_and_is_idempotent(
     payment: Any, publisher: Publisher, replies: Any
 ) -> None:
