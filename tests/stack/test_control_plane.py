@@ -228,14 +228,21 @@ async def test_a_deployment_becomes_available_on_kwok_fake_nodes(
             ),
         ),
     )
-    for _ in range(240):
+    # The scheduler's and kwok's watches may still be in client-go's relist backoff (up to
+    # 30 s a round) when an earlier spec restarted the apiserver: allow for two rounds.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 120
+    while True:
         dep = await apps.read_namespaced_deployment("hello", namespace)
         conditions = {c.type: c.status for c in (dep.status.conditions or [])}
         if conditions.get("Available") == "True" and dep.status.ready_replicas == 2:
             break
+        if loop.time() > deadline:
+            pods = await client.CoreV1Api(k8s_api).list_namespaced_pod(namespace)
+            where = [(p.metadata.name, p.spec.node_name, p.status.phase) for p in pods.items]
+            raise AssertionError(f"Deployment never became Available: {dep.status}; "
+                                 f"pods (name, node, phase): {where}")
         await asyncio.sleep(0.25)
-    else:
-        raise AssertionError(f"Deployment never became Available: {dep.status}")
     pods = await client.CoreV1Api(k8s_api).list_namespaced_pod(namespace)
     assert {p.spec.node_name for p in pods.items} <= {
         n.metadata.name for n in (await client.CoreV1Api(k8s_api).list_node()).items
