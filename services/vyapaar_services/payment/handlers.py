@@ -13,7 +13,10 @@ before instead of moving the money again.
   is recorded (no money moves); a capture writes the payment and a ``charge`` ledger entry.
 * RefundPayment (compensation, same key): a captured payment is refunded in full (a
   ``refund`` ledger entry, ``noop=false``); no payment -> tombstone, ``noop=true``,
-  ``amount=0``; declined / already tombstoned -> ``noop=true``.
+  ``amount=0``; declined / already tombstoned -> ``noop=true``. "No payment" is asked of
+  the processor first: a charge whose commit failed after the processor captured it (its
+  retry not yet back) left no payment here but moved the money, so its capture is
+  recorded now and refunded like any other -- a tombstone would have kept the money.
 """
 
 from __future__ import annotations
@@ -102,6 +105,8 @@ def build_handlers(processor: SimulatedProcessor) -> dict[str, CommandHandler]:
         key = envelope.idempotency_key
         payment = await store.get_payment_by_key(conn, key)
         if payment is None:
+            payment = await capture_the_processor_made(conn, envelope.correlation_id, key)
+        if payment is None:
             await store.insert_payment(
                 conn, order_uid=envelope.correlation_id, key=key, status="tombstone"
             )
@@ -130,6 +135,22 @@ def build_handlers(processor: SimulatedProcessor) -> dict[str, CommandHandler]:
                 refund_id=payment["refund_id"], amount=payment["amount"], noop=False
             )
         return contracts.PaymentRefunded(refund_id=None, amount=0, noop=True)
+
+    async def capture_the_processor_made(conn: asyncpg.Connection, order_uid: str,
+                                          key: str) -> asyncpg.Record | None:
+        """Record the capture the processor made with ``key`` while the charge's own
+        transaction failed (None if it captured nothing)."""
+        made = await processor.charge_made(key)
+        if made is None or not made[0].captured:
+            return None
+        charge, amount, currency = made
+        payment_id = await store.insert_payment(
+            conn, order_uid=order_uid, key=key, status="captured", amount=amount,
+            currency=currency, charge_id=charge.id)
+        await store.add_ledger_entry(
+            conn, entry_id=charge.id, payment_id=payment_id, order_uid=order_uid,
+            kind="charge", amount=amount, currency=currency)
+        return await store.get_payment_by_key(conn, key)
 
     return {"CheckFraud": check_fraud, "ChargePayment": charge_payment,
             "RefundPayment": refund_payment}

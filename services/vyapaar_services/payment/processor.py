@@ -97,6 +97,18 @@ class SimulatedProcessor:
             reason=reason)
         return Charge(row["id"], row["outcome"] == "captured", row["reason"])
 
+    async def charge_made(self, idempotency_key: str) -> tuple[Charge, int, str] | None:
+        """The charge the processor made with this key (with its amount and currency), if
+        any: a read, as a real processor lets a merchant look a key up."""
+        async with (await self.pool()).acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT * FROM processor_operations"
+                " WHERE idempotency_key = $1 AND operation = 'charge'", idempotency_key)
+        if row is None:
+            return None
+        charge = Charge(row["id"], row["outcome"] == "captured", row["reason"])
+        return charge, int(row["amount"]), str(row["currency"])
+
     async def screen(self, *, token: str, amount: int, currency: str) -> Screening:
         """Score the fraud risk of a payment before it is charged.  A read: nothing moves and
         nothing is recorded, so asking again gets the same score.  Raises InjectedFault

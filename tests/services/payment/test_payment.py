@@ -304,6 +304,40 @@ async def test_a_failure_between_the_processor_and_the_commit_never_moves_money_
     }
 
 
+async def test_a_refund_after_a_charge_whose_commit_failed_refunds_what_the_processor_took(
+    payment: Any, publisher: Publisher, replies: Any, topology: Topology, amqp_connection: Any,
+    wait_until: Any,
+) -> None:
+    """The processor captured, the service's commit failed, and the saga gave up on the
+    charge before its retry came back: the refund must return the money, not tombstone it."""
+    queue = topology.command_queue("payment")
+    uid = new_order()
+    cmd = charge(uid, amount=2598)
+    await payment.client.put("/admin/faults", json={"lostCommitRate": 1.0})
+    try:
+        await publisher.send_command(cmd)
+
+        async def dead_lettered() -> bool:
+            return await dlq.show_message(amqp_connection, queue, cmd.id) is not None
+
+        await wait_until(dead_lettered, within=15)
+    finally:
+        await payment.client.put("/admin/faults", json={"lostCommitRate": 0.0})
+    assert (await ledger(payment, uid))["entries"] == []  # the money moved; no record here
+
+    await publisher.send_command(refund(uid))
+    [refunded] = await replies.wait(uid)
+    assert refunded.type == "PaymentRefunded"
+    assert refunded.payload["noop"] is False and refunded.payload["amount"] == 2598
+    assert await dlq.redrive(amqp_connection, queue, [cmd.id]) == 1  # the late charge
+    await replies.wait(uid, 2)
+    book = await ledger(payment, uid)
+    outside = await processor_record(payment, uid)
+    assert outside["totals"]["INR"] == {"captured": 2598, "refunded": 2598}
+    assert book["totals"]["INR"] == {"charged": 2598, "refunded": 2598, "net": 0}
+    assert {o["id"] for o in outside["operations"]} == {e["id"] for e in book["entries"]}
+
+
 async def test_latency_injection_slows_the_processor(
     payment: Any, publisher: Publisher, replies: Any
 ) -> None:
