@@ -29,7 +29,7 @@ from vyapaar_messaging import (
     delete_topology,
 )
 from vyapaar_messaging.topology import DEFAULT_RETRY_DELAYS
-from vyapaar_stack import system
+from vyapaar_stack import components, system
 from vyapaar_stack.config import StackConfig
 from vyapaar_stack.testing import (
     OPERATOR_ENV,
@@ -241,6 +241,19 @@ def gateway_tenant(running_system: System, namespace: str) -> Iterator[GatewayTe
         yield tenant
     finally:
         remove_gateway_tenant(running_system.config, tenant)
+
+
+@pytest.fixture
+def payment_stopped(running_system: System) -> Iterator[Callable[[], None]]:
+    """Stop the payment service; the test starts it again (or this does, afterwards)."""
+    components.stop(running_system.config, "payment")
+
+    def start() -> None:
+        components.start(running_system.config, "payment")
+
+    yield start
+    if not system.status(running_system.config)["payment"]:
+        start()
 
 
 @pytest.fixture

@@ -124,6 +124,12 @@ def order_manifest(name: str, *, sku: str, quantity: int = 1, unit_price: int = 
     }
 
 
+def condition(order: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    """The Order's condition of that type, if it has one."""
+    conditions = (order.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == type_), None)
+
+
 def get_order(kubectl: Any, namespace: str, name: str) -> dict[str, Any]:
     out: subprocess.CompletedProcess[str] = kubectl(
         "get", "orders.vyapaar.dev", name, "-n", namespace, "-o", "json")

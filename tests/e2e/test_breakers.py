@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from vyapaar_messaging.topology import DEFAULT_TOPOLOGY
-from vyapaar_stack import components, system
+from vyapaar_stack import system
 from vyapaar_stack.testing import (
     System,
     apply_orders,
@@ -33,19 +33,6 @@ BREAKERS_ON = {"VYAPAAR_BREAKER_THRESHOLD": "3", "VYAPAAR_BREAKER_COOLDOWN_SECON
                "VYAPAAR_BREAKER_PROBES": "2",
                "VYAPAAR_MAX_IN_FLIGHT": "0"}  # all 50 at payment, none queued in Pending
 PAYMENT_COMMANDS = DEFAULT_TOPOLOGY.command_queue("payment")
-
-
-@pytest.fixture
-def payment_stopped(running_system: System) -> Iterator[Callable[[], None]]:
-    """Stop the payment service; the test starts it again (or this does, afterwards)."""
-    components.stop(running_system.config, "payment")
-
-    def start() -> None:
-        components.start(running_system.config, "payment")
-
-    yield start
-    if not system.status(running_system.config)["payment"]:
-        start()
 
 
 @pytest.fixture

@@ -17,7 +17,13 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client, watch
 from vyapaar_stack.processes import Process
-from vyapaar_stack.testing import HELM_NAMESPACE_PREFIX, OPERATOR_ENV, System, order_manifest
+from vyapaar_stack.testing import (
+    HELM_NAMESPACE_PREFIX,
+    OPERATOR_ENV,
+    System,
+    condition,
+    order_manifest,
+)
 
 LIMIT = 2
 ORDERS = 8
@@ -48,11 +54,6 @@ def limited_operator(running_system: System, limited_namespace: str) -> Iterator
 
 def time_of(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    conditions = (obj.get("status") or {}).get("conditions") or []
-    return next((c for c in conditions if c["type"] == kind), None)
 
 
 async def test_orders_beyond_the_limit_wait_queued_and_start_in_creation_order(

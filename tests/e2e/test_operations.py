@@ -22,6 +22,7 @@ from vyapaar_stack.testing import (
     OPERATOR_ENV,
     System,
     apply_orders,
+    condition,
     get_order,
     ledger_kinds,
     order_manifest,
@@ -48,11 +49,6 @@ def labelled(names: list[str], batch: str, **kwargs: Any) -> list[dict[str, Any]
     for manifest in manifests:
         manifest["metadata"]["labels"] = {"batch": batch}
     return manifests
-
-
-def condition(order: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    return next((c for c in order["status"].get("conditions", []) if c["type"] == type_),
-                None)
 
 
 async def test_orders_paused_longer_than_their_whole_retry_budget_complete_once_resumed(

@@ -7,15 +7,18 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-from vyapaar_stack.testing import System, ledger_kinds, order_manifest, records, stock
+from vyapaar_stack.testing import (
+    System,
+    condition,
+    ledger_kinds,
+    order_manifest,
+    records,
+    stock,
+)
 
 
 def templates(effects: dict[str, Any]) -> list[str]:
     return [n["template"] for n in effects["notification"]["items"]]
-
-
-def condition(order: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    return next((c for c in order["status"].get("conditions", []) if c["type"] == kind), None)
 
 
 async def test_a_paid_order_completes_with_stock_committed_one_capture_one_shipment(

@@ -14,10 +14,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from vyapaar_stack import components, system
 from vyapaar_stack.testing import (
     System,
     apply_orders,
+    condition,
     get_order,
     ledger_kinds,
     order_manifest,
@@ -30,18 +30,6 @@ from vyapaar_stack.testing import (
 #: of timing out; no in-flight limit, so every order starts at once.
 PATIENT = {"VYAPAAR_STEP_TIMEOUT_SECONDS": "30", "VYAPAAR_MAX_IN_FLIGHT": "0"}
 FINISHED = {"Completed", "Failed", "Cancelled", "CompensationFailed"}
-
-
-@pytest.fixture
-def payment_stopped(running_system: System) -> Iterator[Callable[[], None]]:
-    components.stop(running_system.config, "payment")
-
-    def start() -> None:
-        components.start(running_system.config, "payment")
-
-    yield start
-    if not system.status(running_system.config)["payment"]:
-        start()
 
 
 @pytest.fixture
@@ -149,8 +137,7 @@ async def wait_condition(kubectl: Any, namespace: str, name: str, type_: str, st
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while True:
-        conditions = get_order(kubectl, namespace, name)["status"].get("conditions") or []
-        found = next((c for c in conditions if c["type"] == type_), None)
+        found = condition(get_order(kubectl, namespace, name), type_)
         if found is not None and found["status"] == status:
             return dict(found)
         if loop.time() > deadline:
