@@ -76,9 +76,10 @@ CMD ["python", "-m", "vyapaar_operator"]
 # --- the services (the last stage: a plain `docker build .` gives this one) -----------------
 FROM runtime AS services
 ENV VYAPAAR_HTTP_HOST=0.0.0.0
-# inventory 8081, payment 8082, shipping 8083, notification 8084, gateway 8080 (VYAPAAR_HTTP_PORT)
-EXPOSE 8080 8081 8082 8083 8084
+# inventory 8081, payment 8082, shipping 8083, notification 8084, analytics 8085, gateway 8080
+# (VYAPAAR_HTTP_PORT)
+EXPOSE 8080 8081 8082 8083 8084 8085
 LABEL org.opencontainers.image.title="vyapaar-services" \
-      org.opencontainers.image.description="Vyapaar Nexus services: inventory, payment, shipping, notification, gateway"
+      org.opencontainers.image.description="Vyapaar Nexus services: inventory, payment, shipping, notification, analytics, gateway"
 ENTRYPOINT ["/usr/bin/tini", "--", "python", "-m", "vyapaar_services"]
 CMD ["inventory"]

@@ -20,6 +20,15 @@ rate()/increase() uses ``$__rate_interval``. ``grafana/lint.py`` checks those ru
 JSON; ``tests/grafana`` runs it and proves every query returns data from the real
 Prometheus after a real run. Metric names: docs/observability.md.
 
+The Business dashboard is the exception in data source: it reads the analytics read model
+(orders, order_events, revenue_daily, step_outcomes) from PostgreSQL, through the
+``${analytics}`` variable (Grafana's PostgreSQL data source, by default the one provisioned
+as ``vyapaar-analytics``), in raw SQL with Grafana's macros (``$__timeFilter`` and co.). The
+SDK has no model of that data source's queries, so :class:`SQLQuery` is one, written as
+Grafana 11.6 stores it. ``grafana/lint.py`` checks its rules and expands its macros as
+Grafana does; ``tests/grafana/test_business_live.py`` runs every panel against the real
+PostgreSQL and checks the figures.
+
 Layout is the SDK's: a row starts a new line, panels fill it left to right, and a line
 wraps once its widths reach 24 (Grafana's grid) -- so the widths of a line add up to 24.
 """
@@ -29,9 +38,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Self, TypeAlias, TypeVar
+from typing import Literal, Protocol, Self, TypeAlias, TypeVar
 
 from grafana_foundation_sdk.builders import common as viz
 from grafana_foundation_sdk.builders import dashboard as board
@@ -54,6 +64,48 @@ REF_IDS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 Item: TypeAlias = board.Row | timeseries_panel.Panel | stat_panel.Panel | table_panel.Panel
 """What a dashboard is made of, in order: rows and the panels below each."""
 
+SQLFormat: TypeAlias = Literal["time_series", "table"]
+"""How Grafana's SQL data sources shape a result: a time series needs a ``time`` column."""
+
+
+class SQLQuery(Dataquery):
+    """A query of Grafana's PostgreSQL data source, in code mode (raw SQL).
+
+    The SDK has no model for it; this writes what Grafana 11.6 stores (``SQLQuery`` of
+    ``@grafana/sql``): ``rawSql``, ``format``, ``rawQuery: true`` and ``editorMode: code``, so
+    the query editor opens on the SQL and never regenerates it from a visual-builder model.
+    """
+
+    def __init__(self, raw_sql: str, format_val: SQLFormat,
+                 datasource: schema.DataSourceRef, ref_id: str = "") -> None:
+        self.raw_sql = raw_sql
+        self.format_val = format_val
+        self.datasource = datasource
+        self.ref_id = ref_id
+
+    def to_json(self) -> dict[str, object]:
+        return {"datasource": self.datasource, "editorMode": "code", "format": self.format_val,
+                "rawQuery": True, "rawSql": self.raw_sql, "refId": self.ref_id}
+
+
+class SQLTarget(Builder[SQLQuery]):
+    """Builds a :class:`SQLQuery`; its refId is set by the panel, like a Prometheus one's."""
+
+    def __init__(self, raw_sql: str, format_val: SQLFormat,
+                 datasource: schema.DataSourceRef) -> None:
+        self._internal = SQLQuery(raw_sql, format_val, datasource)
+
+    def ref_id(self, ref_id: str) -> Self:
+        self._internal.ref_id = ref_id
+        return self
+
+    def build(self) -> SQLQuery:
+        return self._internal
+
+
+Target: TypeAlias = prometheus.Dataquery | SQLTarget
+"""A panel's query: PromQL (most dashboards) or SQL (Business)."""
+
 
 class PanelBuilder(Protocol):
     """The setters the SDK's timeseries, stat and table panel builders share."""
@@ -65,6 +117,8 @@ class PanelBuilder(Protocol):
     def span(self, w: int, /) -> Self: ...
     def height(self, h: int, /) -> Self: ...
     def with_target(self, target: Builder[Dataquery], /) -> Self: ...
+    def override_by_name(self, name: str,
+                         properties: list[schema.DynamicConfigValue], /) -> Self: ...
 
 
 P = TypeVar("P", bound=PanelBuilder)
@@ -94,9 +148,13 @@ def target(expr: str, legend: str = "__auto", *,
 
 
 def panel(builder: P, title: str, description: str, unit: str,
-          targets: Sequence[prometheus.Dataquery], width: int, height: int) -> P:
-    """What every panel has: title, description, data source, unit, size, queries A, B, ..."""
-    builder.title(title).description(description).datasource(datasource()).unit(unit)
+          targets: Sequence[Target], width: int, height: int,
+          source: schema.DataSourceRef | None = None) -> P:
+    """What every panel has: title, description, data source, unit, size, queries A, B, ...
+
+    The data source is ``${datasource}`` (Prometheus) unless ``source`` says otherwise.
+    """
+    builder.title(title).description(description).datasource(source or datasource()).unit(unit)
     builder.span(width).height(height)
     for index, query in enumerate(targets):
         builder.with_target(query.ref_id(REF_IDS[index]))
@@ -107,20 +165,23 @@ def timeseries(
     title: str,
     description: str,
     unit: str,
-    *targets: prometheus.Dataquery,
+    *targets: Target,
     width: int = 12,
     height: int = 8,
     stack: bool = False,
     bars: bool = False,
+    points: bool = False,
+    signed: bool = False,
+    source: schema.DataSourceRef | None = None,
 ) -> timeseries_panel.Panel:
-    """A time series from 0 up: lines (or ``bars``), ``stack``-ed or not, legend below."""
+    """A time series from 0 up (unless ``signed``: it may go below): lines (or ``bars``),
+    ``stack``-ed or not, legend below; ``points`` marks every value (sparse series)."""
     builder = (
         timeseries_panel.Panel()
-        .min(0)
         .draw_style(common.GraphDrawStyle.BARS if bars else common.GraphDrawStyle.LINE)
         .line_width(1)
         .fill_opacity(25 if stack else 10)
-        .show_points(common.VisibilityMode.NEVER)
+        .show_points(common.VisibilityMode.ALWAYS if points else common.VisibilityMode.NEVER)
         .span_nulls(False)
         .stacking(viz.StackingConfig()
                   .mode(common.StackingMode.NORMAL if stack else common.StackingMode.NONE)
@@ -130,20 +191,25 @@ def timeseries(
         .tooltip(viz.VizTooltipOptions().mode(common.TooltipDisplayMode.MULTI)
                  .sort(common.SortOrder.DESCENDING))
     )
-    return panel(builder, title, description, unit, targets, width, height)
+    if not signed:
+        builder.min(0)
+    return panel(builder, title, description, unit, targets, width, height, source)
 
 
 def stat(
     title: str,
     description: str,
     unit: str,
-    *targets: prometheus.Dataquery,
+    *targets: Target,
     width: int = 4,
     height: int = 4,
     red_above: float | None = None,
     decimals: int | None = None,
+    graph: bool = True,
+    source: schema.DataSourceRef | None = None,
 ) -> stat_panel.Panel:
-    """The last value, big, over its sparkline; green, or red from ``red_above`` on."""
+    """The last value, big, over its sparkline (unless not ``graph``: a table's row has
+    none); green, or red from ``red_above`` on."""
     steps = [schema.Threshold(color="green", value=None)]
     if red_above is not None:
         steps.append(schema.Threshold(color="red", value=red_above))
@@ -153,26 +219,25 @@ def stat(
         .thresholds(board.ThresholdsConfig().mode(schema.ThresholdsMode.ABSOLUTE).steps(steps))
         .reduce_options(viz.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False))
         .color_mode(common.BigValueColorMode.VALUE)
-        .graph_mode(common.BigValueGraphMode.AREA)
+        .graph_mode(common.BigValueGraphMode.AREA if graph else common.BigValueGraphMode.NONE)
         .justify_mode(common.BigValueJustifyMode.AUTO)
         .orientation(common.VizOrientation.AUTO)
         .text_mode(common.BigValueTextMode.AUTO)
     )
     if decimals is not None:
         builder.decimals(decimals)
-    return panel(builder, title, description, unit, targets, width, height)
+    return panel(builder, title, description, unit, targets, width, height, source)
 
 
-def table(title: str, description: str, unit: str, *targets: prometheus.Dataquery,
-          width: int = 12, height: int = 8) -> table_panel.Panel:
-    """A table of instant queries, merged into one row per label set."""
-    builder = (
-        table_panel.Panel()
-        .show_header(True)
-        .cell_height(common.TableCellHeight.SM)
-        .with_transformation(schema.DataTransformerConfig(id_val="merge", options={}))
-    )
-    return panel(builder, title, description, unit, targets, width, height)
+def table(title: str, description: str, unit: str, *targets: Target,
+          width: int = 12, height: int = 8,
+          source: schema.DataSourceRef | None = None) -> table_panel.Panel:
+    """A table: of instant queries, merged into one row per label set; or (``source`` set)
+    the rows of one SQL query, as they come."""
+    builder = table_panel.Panel().show_header(True).cell_height(common.TableCellHeight.SM)
+    if source is None:
+        builder.with_transformation(schema.DataTransformerConfig(id_val="merge", options={}))
+    return panel(builder, title, description, unit, targets, width, height, source)
 
 
 def row(title: str) -> board.Row:
@@ -206,8 +271,16 @@ def datasource_variable() -> board.DatasourceVariable:
             .hide(schema.VariableHide.DONT_HIDE).multi(False).include_all(False).regex(""))
 
 
-def dashboard(uid: str, title: str, description: str, items: list[Item]) -> schema.Dashboard:
-    """One dashboard: linked to the others (same tag), its items numbered and laid out."""
+def dashboard(uid: str, title: str, description: str, items: list[Item], *,
+              variables: Sequence[Builder[schema.VariableModel]] | None = None,
+              since: str = "now-1h", refresh: str = "10s",
+              timezone: str = "") -> schema.Dashboard:
+    """One dashboard: linked to the others (same tag), its items numbered and laid out.
+
+    Its variables are ``${datasource}`` (Prometheus) unless ``variables`` says otherwise; it
+    shows ``since`` to now, refreshed every ``refresh``, in the browser's time zone (or
+    ``timezone``).
+    """
     builder = (
         board.Dashboard(title)
         .uid(uid)
@@ -215,18 +288,19 @@ def dashboard(uid: str, title: str, description: str, items: list[Item]) -> sche
         .tags([TAG])
         .editable()
         .tooltip(schema.DashboardCursorSync.CROSSHAIR)
-        .refresh("10s")
+        .refresh(refresh)
         .version(1)
-        .time("now-1h", "now")
-        .timezone("")
+        .time(since, "now")
+        .timezone(timezone)
         .fiscal_year_start_month(0)
         .live_now(False)
         .week_start("")
         .link(board.DashboardLink("Vyapaar Nexus").type(schema.DashboardLinkType.DASHBOARDS)
               .tags([TAG]).as_dropdown(False).include_vars(True).keep_time(True))
         .annotation(builtin_annotations())
-        .with_variable(datasource_variable())
     )
+    for variable in variables if variables is not None else [datasource_variable()]:
+        builder.with_variable(variable)
     for number, item in enumerate(items, start=1):
         if isinstance(item, board.Row):
             builder.with_row(item.id(number))
@@ -555,10 +629,292 @@ def messaging() -> schema.Dashboard:
                      "retry and dead-letter rates.", panels)
 
 
+# --------------------------------------------------------------------------------------
+# Business (the analytics read model, in PostgreSQL)
+# --------------------------------------------------------------------------------------
+
+POSTGRES = "grafana-postgresql-datasource"
+"""The plugin id of Grafana's PostgreSQL data source (``postgres`` is its old alias)."""
+ANALYTICS_DATASOURCE_UID = "vyapaar-analytics"
+"""The uid of the data source grafana/provisioning/datasources/analytics.yaml provisions."""
+ANALYTICS_SCHEMA = "analytics"
+"""The analytics service's default schema (``VYAPAAR_DB_SCHEMA``); the ``schema`` variable
+lists every schema holding the read model and starts on this one."""
+SCHEMA = "${schema:doublequote}"
+"""The read model's schema in SQL: the ``schema`` variable as a quoted identifier."""
+CURRENCIES = ("INR", "USD", "EUR", "GBP", "JPY")
+"""The currencies an Order may use (crds/orders.vyapaar.dev.yaml, spec.currency)."""
+ZERO_DECIMAL_CURRENCIES = ("CLP", "ISK", "JPY", "KRW", "VND")
+"""Currencies without minor units (the operator's list): 1 minor unit = 1 major unit."""
+TERMINAL_PHASES = ("Completed", "Failed", "Cancelled")
+"""Phases an order never leaves; the first event in one sets ``orders.finished_at``."""
+FINAL_PHASES = (*TERMINAL_PHASES, "CompensationFailed")
+"""Where an order stops: a terminal phase, or CompensationFailed (until it is repaired)."""
+REJECTIONS = ("StockRejected", "FraudSuspected", "PaymentDeclined", "ShipmentRejected")
+"""The refusals among the services' replies (``ok=False`` in vyapaar_messaging.contracts)."""
+FORWARD_OUTCOMES = ("FraudCheckPassed", "FraudSuspected", "NotificationSent", "PaymentCaptured",
+                    "PaymentDeclined", "ShipmentCreated", "ShipmentRejected", "StockCommitted",
+                    "StockRejected", "StockReserved")
+"""Replies to a forward (non-compensation) command: how long one took is its step's duration
+(the analytics service's definition, vyapaar_services.analytics.readmodel; a test keeps both
+equal to the contracts)."""
+PHASE_COLORS = {"Completed": "green", "Failed": "orange", "Cancelled": "blue",
+                "CompensationFailed": "red", "In progress": "yellow"}
+
+
+def sql(text: str) -> str:
+    """SQL as written below, without its indentation (it is shown in Grafana's editor)."""
+    return textwrap.dedent(text).strip()
+
+
+def sql_list(values: Sequence[str]) -> str:
+    """``'a', 'b'``: string literals for ``IN (...)`` (known constants, never user input)."""
+    return ", ".join(f"'{value}'" for value in values)
+
+
+def in_currencies(column: str = "currency") -> str:
+    """The ``currency`` variable as a filter; ``ANY (ARRAY[...])`` stays valid SQL when the
+    variable has no value at all (an empty read model), where ``IN ()`` would not."""
+    return f"{column} = ANY (ARRAY[$currency]::text[])"
+
+
+def major(amount: str) -> str:
+    """An amount of minor units in major units of the row's ``currency`` (numeric, exact)."""
+    return (f"{amount}::numeric / CASE WHEN currency IN ({sql_list(ZERO_DECIMAL_CURRENCIES)}) "
+            f"THEN 1 ELSE 100 END")
+
+
+def analytics_source() -> schema.DataSourceRef:
+    """The ``${analytics}`` variable, as a panel's or a query's data source."""
+    return schema.DataSourceRef(type_val=POSTGRES, uid="${analytics}")
+
+
+def query(raw_sql: str, format_val: SQLFormat = "table") -> SQLTarget:
+    return SQLTarget(sql(raw_sql), format_val, analytics_source())
+
+
+def analytics_variables() -> list[Builder[schema.VariableModel]]:
+    """``analytics`` (the PostgreSQL data source), ``schema`` (of the read model, found in
+    the database) and ``currency`` (multi-value, All by default; from the orders)."""
+    source = (board.DatasourceVariable("analytics").label("Analytics database").type(POSTGRES)
+              .current(schema.VariableOption(text="Vyapaar analytics",
+                                             value=ANALYTICS_DATASOURCE_UID, selected=True))
+              .hide(schema.VariableHide.DONT_HIDE).multi(False).include_all(False).regex(""))
+    schemas = sql("""
+        SELECT table_schema FROM information_schema.tables
+        WHERE table_name = 'revenue_daily' ORDER BY 1""")
+    schema_variable = (
+        board.QueryVariable("schema").label("Schema")
+        .description("Schema of the analytics read model (the analytics service's "
+                     "VYAPAAR_DB_SCHEMA): every schema the data source's role can read a "
+                     "revenue_daily table in.")
+        .datasource(analytics_source()).query(schemas)
+        .current(schema.VariableOption(text=ANALYTICS_SCHEMA, value=ANALYTICS_SCHEMA,
+                                       selected=True))
+        .refresh(schema.VariableRefresh.ON_DASHBOARD_LOAD).sort(schema.VariableSort.DISABLED)
+        .multi(False).include_all(False).regex("").hide(schema.VariableHide.DONT_HIDE))
+    currency_variable = (
+        board.QueryVariable("currency").label("Currency")
+        .description("Orders and money in these currencies (ISO 4217).")
+        .datasource(analytics_source())
+        .query(f"SELECT DISTINCT currency FROM {SCHEMA}.orders ORDER BY 1")
+        .current(schema.VariableOption(text=["All"], value=["$__all"], selected=True))
+        .refresh(schema.VariableRefresh.ON_DASHBOARD_LOAD).sort(schema.VariableSort.DISABLED)
+        .multi(True).include_all(True).regex("").hide(schema.VariableHide.DONT_HIDE))
+    return [source, schema_variable, currency_variable]
+
+
+def unit_override(unit: str, decimals: int | None = None) -> list[schema.DynamicConfigValue]:
+    properties = [schema.DynamicConfigValue(id_val="unit", value=unit)]
+    if decimals is not None:
+        properties.append(schema.DynamicConfigValue(id_val="decimals", value=decimals))
+    return properties
+
+
+def color_override(color: str) -> list[schema.DynamicConfigValue]:
+    return [schema.DynamicConfigValue(id_val="color",
+                                      value={"mode": "fixed", "fixedColor": color})]
+
+
+def business() -> schema.Dashboard:
+    source = analytics_source()
+    finals = sql_list(FINAL_PHASES)
+
+    net_per_day = timeseries(
+        "Net revenue per day", "Money captured minus money refunded per UTC day, by currency, "
+        "in major units (exact: summed in minor units by the read model's revenue_daily).",
+        "none",
+        query(f"""
+            SELECT
+              $__time(day),
+              currency AS metric,
+              {major("sum(captured - refunded)")} AS net
+            FROM {SCHEMA}.revenue_daily
+            WHERE $__timeFilter(day) AND {in_currencies()}
+            GROUP BY day, currency
+            ORDER BY 1, 2""", "time_series"),
+        width=14, points=True, signed=True, source=source)
+    for currency in CURRENCIES:
+        net_per_day.override_by_name(currency, unit_override(f"currency{currency}"))
+
+    revenue_table = table(
+        "Revenue by currency", "Captured, refunded and net in the time range, in major units; "
+        "the share of the captured money refunded; net in minor units (paise, cents, yen), "
+        "the exact figure to reconcile with the payment ledger.", "locale",
+        query(f"""
+            SELECT
+              currency AS "currency",
+              {major("sum(captured)")} AS "captured",
+              {major("sum(refunded)")} AS "refunded",
+              {major("sum(captured - refunded)")} AS "net",
+              sum(refunded)::numeric / NULLIF(sum(captured), 0) AS "refunded share",
+              sum(captured - refunded)::bigint AS "net (minor units)"
+            FROM {SCHEMA}.revenue_daily
+            WHERE $__timeFilter(day) AND {in_currencies()}
+            GROUP BY currency
+            ORDER BY currency"""),
+        width=10, source=source)
+    for column in ("captured", "refunded", "net"):
+        revenue_table.override_by_name(column, unit_override("locale", 2))
+    revenue_table.override_by_name("refunded share", unit_override("percentunit", 1))
+    revenue_table.override_by_name("net (minor units)", unit_override("locale", 0))
+
+    phases = stat(
+        "Orders by final phase", "Orders that reached a terminal phase in the time range "
+        "(finished_at), and orders that stopped in CompensationFailed in it (a compensation "
+        "ran out of retries: repair and resume them, docs/saga.md).", "short",
+        query(f"""
+            SELECT
+              count(*) FILTER (WHERE phase = 'Completed') AS "Completed",
+              count(*) FILTER (WHERE phase = 'Failed') AS "Failed",
+              count(*) FILTER (WHERE phase = 'Cancelled') AS "Cancelled",
+              count(*) FILTER (WHERE phase = 'CompensationFailed') AS "CompensationFailed"
+            FROM {SCHEMA}.orders
+            WHERE coalesce(finished_at, updated_at) BETWEEN $__timeFrom() AND $__timeTo()
+              AND phase IN ({finals}) AND {in_currencies()}"""),
+        width=12, graph=False, source=source)
+    for phase in FINAL_PHASES:
+        phases.override_by_name(phase, color_override(PHASE_COLORS[phase]))
+
+    conversion = stat(
+        "Conversion rate", "Completed orders over the orders finished (Completed, Failed or "
+        "Cancelled) in the time range; red below 50%.", "percentunit",
+        query(f"""
+            SELECT
+              count(*) FILTER (WHERE phase = 'Completed')::float8
+                / NULLIF(count(*), 0) AS "conversion"
+            FROM {SCHEMA}.orders
+            WHERE $__timeFilter(finished_at) AND {in_currencies()}"""),
+        graph=False, source=source)
+    conversion.thresholds(board.ThresholdsConfig().mode(schema.ThresholdsMode.ABSOLUTE).steps(
+        [schema.Threshold(color="red", value=None), schema.Threshold(color="green", value=0.5)]))
+
+    started = stat(
+        "Orders started", "Sagas started in the time range (the order's first event).",
+        "short",
+        query(f"""
+            SELECT count(*) AS "started"
+            FROM {SCHEMA}.orders
+            WHERE $__timeFilter(started_at) AND {in_currencies()}"""),
+        graph=False, source=source)
+
+    in_progress = stat(
+        "In progress now", "Orders not in a final phase now, whenever they started (the "
+        "time range does not apply).", "short",
+        query(f"""
+            SELECT count(*) AS "in progress"
+            FROM {SCHEMA}.orders
+            WHERE phase NOT IN ({finals}) AND {in_currencies()}"""),
+        graph=False, source=source)
+
+    started_per_hour = timeseries(
+        "Orders started per hour", "Orders whose saga started in each hour, by the phase "
+        "they are in now (a final phase, or In progress).", "short",
+        query(f"""
+            SELECT
+              $__timeGroupAlias(started_at, '1h'),
+              CASE WHEN phase IN ({finals}) THEN phase ELSE 'In progress' END AS metric,
+              count(*) AS orders
+            FROM {SCHEMA}.orders
+            WHERE $__timeFilter(started_at) AND {in_currencies()}
+            GROUP BY 1, 2
+            ORDER BY 1, 2""", "time_series"),
+        width=24, stack=True, bars=True, source=source)
+    for phase, color in PHASE_COLORS.items():
+        started_per_hour.override_by_name(phase, color_override(color))
+
+    failure_reasons = table(
+        "Top failure reasons", "The 10 most frequent reasons of Warning events in the time "
+        "range (refusals, retries after no reply, compensations started or given up), by "
+        "the orders they hit; the step, when the event names one; the latest message.",
+        "short",
+        query(f"""
+            SELECT
+              e.reason AS "reason",
+              coalesce(e.step, '') AS "step",
+              count(DISTINCT e.uid) AS "orders",
+              count(*) AS "events",
+              max(e.occurred_at) AS "last seen",
+              (array_agg(e.message ORDER BY e.occurred_at DESC))[1] AS "latest message"
+            FROM {SCHEMA}.order_events AS e
+            JOIN {SCHEMA}.orders AS o ON o.uid = e.uid
+            WHERE $__timeFilter(e.occurred_at)
+              AND (e.severity = 'Warning' OR e.reason IN ({sql_list(REJECTIONS)}))
+              AND {in_currencies("o.currency")}
+            GROUP BY e.reason, e.step
+            ORDER BY "orders" DESC, "events" DESC, "reason"
+            LIMIT 10"""),
+        width=14, source=source)
+
+    step_durations = table(
+        "Step duration by step", "Time from a step's first command to its reply (success or "
+        "refusal; compensations excluded) in the time range: median, 95th percentile "
+        "(percentile_cont) and mean, with the replies counted and the refusals among them. "
+        "All currencies (step_outcomes has no order).", "s",
+        query(f"""
+            SELECT
+              step AS "step",
+              count(*) AS "replies",
+              count(*) FILTER (WHERE reason IN ({sql_list(REJECTIONS)})) AS "refused",
+              percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_seconds) AS "p50",
+              percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_seconds) AS "p95",
+              avg(duration_seconds) AS "mean"
+            FROM {SCHEMA}.step_outcomes
+            WHERE $__timeFilter(occurred_at) AND duration_seconds IS NOT NULL
+              AND reason IN ({sql_list(FORWARD_OUTCOMES)})
+            GROUP BY step
+            ORDER BY step"""),
+        width=10, source=source)
+    for column in ("replies", "refused"):
+        step_durations.override_by_name(column, unit_override("short", 0))
+
+    panels: list[Item] = [
+        row("Revenue"),
+        net_per_day,
+        revenue_table,
+        row("Orders"),
+        phases,
+        conversion,
+        started,
+        in_progress,
+        started_per_hour,
+        row("Failures and steps"),
+        failure_reasons,
+        step_durations,
+    ]
+    return dashboard("vyapaar-business", "Vyapaar Nexus / Business",
+                     "Revenue per day and currency, orders by outcome, conversion, failure "
+                     "reasons and step durations, from the analytics read model in "
+                     "PostgreSQL (exact money, every order; docs/observability.md).", panels,
+                     variables=analytics_variables(), since="now-7d", refresh="1m",
+                     timezone="utc")
+
+
 DASHBOARDS = {
     "saga-overview.json": saga_overview,
     "services.json": services,
     "messaging.json": messaging,
+    "business.json": business,
 }
 
 

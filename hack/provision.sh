@@ -146,6 +146,37 @@ build_go_install() {
   log "go: $name built in $(( $(stamp) - t0 ))s"
 }
 
+# Jaeger v2 (github.com/jaegertracing/jaeger/cmd/jaeger), the local stack's trace
+# backend. Its go.mod has a replace directive, so `go install ...@version` is refused:
+# build it from a wrapper module that requires it and copies upstream's replace (a
+# dependency's replace is not inherited).
+build_jaeger() {
+  local out="$cache/jaeger-$JAEGER_VERSION"
+  if [ -x "$out/bin/jaeger" ]; then log "go: jaeger $JAEGER_VERSION cached"; return; fi
+  local t0; t0=$(stamp)
+  log "go: building jaeger $JAEGER_VERSION (~10 min cold on 2 cores)"
+  mkdir -p "$out/src"
+  cat >"$out/src/go.mod" <<GOMOD
+module vyapaar.dev/tools/jaeger
+
+go 1.24.6
+
+require github.com/jaegertracing/jaeger $JAEGER_VERSION
+
+// upstream's own replace (a dependency's replace is not inherited)
+replace github.com/Shopify/sarama => github.com/Shopify/sarama v1.33.0
+GOMOD
+  printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/jaegertracing/jaeger/cmd/jaeger"\n' \
+    >"$out/src/tools.go"
+  (cd "$out/src" && go mod tidy)
+  mkdir -p "$out/bin.tmp"
+  (cd "$out/src" && CGO_ENABLED=0 go build -trimpath \
+    -ldflags "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=$JAEGER_VERSION" \
+    -o "$out/bin.tmp/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger)
+  rm -rf "${out:?}/bin" && mv "$out/bin.tmp" "$out/bin"
+  log "go: jaeger built in $(( $(stamp) - t0 ))s"
+}
+
 # The pause image's binary (containerd's sandbox image), compiled the way Kubernetes'
 # build/pause/Makefile does, from the pause.c in the Kubernetes module we already build.
 build_pause() {
@@ -180,12 +211,14 @@ provision_go() {
   build_go_install actionlint "$ACTIONLINT_VERSION" \
     "-X github.com/rhysd/actionlint.version=$ACTIONLINT_VERSION" \
     github.com/rhysd/actionlint/cmd/actionlint
+  # The local stack's trace backend (the `jaeger` infra component).
+  build_jaeger
   # One folder on PATH for the stack: links into the versioned cache folders.
   mkdir -p "$cache/bin"
   for b in "$cache/kubernetes-$KUBERNETES_VERSION/bin/"* "$cache/kwok-$KWOK_VERSION/bin/"* \
            "$cache/helm-$HELM_VERSION/bin/"* "$cache/coredns-$COREDNS_VERSION/bin/"* \
            "$cache/pause-$KUBERNETES_VERSION/bin/"* "$cache/kind-$KIND_VERSION/bin/"* \
-           "$cache/actionlint-$ACTIONLINT_VERSION/bin/"*; do
+           "$cache/actionlint-$ACTIONLINT_VERSION/bin/"* "$cache/jaeger-$JAEGER_VERSION/bin/"*; do
     ln -sfn "$b" "$cache/bin/$(basename "$b")"
   done
   log "go: tools in $cache/bin ($(du -sh "$cache" | cut -f1) cache)"

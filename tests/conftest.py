@@ -77,6 +77,27 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}{uuid.uuid4().hex[:12]}"
 
 
+# -- Tracing ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def spans() -> Iterator[Any]:
+    """Tracing on for one test, its spans kept in memory (an ``InMemorySpanExporter``:
+    ``spans.get_finished_spans()``); off again afterwards, so the other specs run as the
+    product does by default. Instruments aiohttp's server and asyncpg meanwhile: create
+    in-process apps inside the test."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from vyapaar_messaging import tracing
+
+    assert not tracing.ENABLED, "tracing was left on by an earlier test"
+    exporter = InMemorySpanExporter()
+    assert tracing.configure("test", exporter=exporter)
+    try:
+        yield exporter
+    finally:
+        tracing.shutdown()
+
+
 # -- AMQP ------------------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVICES = ("inventory", "payment", "shipping", "notification")
+SERVICES = ("inventory", "payment", "shipping", "notification", "analytics")
 
 pytestmark = pytest.mark.slow
 

@@ -28,6 +28,11 @@ TILT_API = (
     "run", "sync",
 )
 EXTENSIONS = {"ext://restart_process": ("docker_build_with_restart",)}
+#: the release name the Tiltfile installs the chart as (objects vyapaar-nexus-<component>)
+RELEASE = "vyapaar-nexus"
+SAGA_SERVICES = ("inventory", "payment", "shipping", "notification")
+#: the chart's bundled infrastructure (kind mode): Tilt makes its resources by itself
+INFRASTRUCTURE = {"rabbitmq", "postgresql", "redis"}
 
 
 class TiltfileFailed(Exception):
@@ -181,6 +186,31 @@ def test_every_resource_is_a_workload_of_the_chart_with_its_ports(
             obj_name, kind = obj.split(":")
             assert any(o["metadata"]["name"] == obj_name and o["kind"].lower() == kind
                        for o in rendered), obj
+
+
+def test_every_workload_of_the_product_is_a_resource_with_its_port_forwarded(
+        tilt: Recorded, rendered: list[dict[str, Any]]) -> None:
+    """The operator, each service (analytics too) and the gateway: one resource each."""
+    product = {name: o for name, o in workloads(rendered).items()
+               if o["metadata"]["labels"]["app.kubernetes.io/component"] not in INFRASTRUCTURE}
+    resources = {args[0]: kwargs for args, kwargs in tilt.of("k8s_resource")}
+    assert {f"{RELEASE}-{s}" for s in (*SAGA_SERVICES, "analytics", "operator", "gateway")
+            } <= set(product)
+    for name in product:
+        assert name in resources, f"{name} has no k8s_resource"
+        assert resources[name].get("port_forwards"), f"{name}: nothing forwarded"
+
+
+def test_the_operator_waits_for_the_saga_services_and_the_samples_for_analytics(
+        tilt: Recorded) -> None:
+    """Analytics is no step of the saga: the operator starts without it; the sample orders
+    wait for it, so that its queue is there to receive their events."""
+    resources = {args[0]: kwargs for args, kwargs in tilt.of("k8s_resource")}
+    assert set(resources[f"{RELEASE}-operator"]["resource_deps"]) == {
+        f"{RELEASE}-{s}" for s in SAGA_SERVICES}
+    (samples,) = [kwargs for args, kwargs in tilt.of("local_resource")
+                  if args[0] == "sample-orders"]
+    assert set(samples["resource_deps"]) == {f"{RELEASE}-operator", f"{RELEASE}-analytics"}
 
 
 def test_live_update_targets_the_images_python(tilt: Recorded) -> None:

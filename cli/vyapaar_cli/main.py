@@ -22,11 +22,13 @@ EPILOG = """examples:
   vyapaar dlq list                 # dead-lettered messages per queue
   vyapaar top                      # the key saga figures, live from Prometheus
   vyapaar order watch NAME         # an order's saga, live, through the gateway
+  vyapaar order trace NAME         # its spans in every service, as a tree (Jaeger)
   vyapaar orders pause -n shop -l campaign=diwali    # hold many sagas at once (resume, retry)
   vyapaar COMMAND --help           # the flags and examples of one command
 
 settings come from flags, else VYAPAAR_* environment variables (VYAPAAR_AMQP_URL,
-VYAPAAR_PROMETHEUS_URL, VYAPAAR_GATEWAY_URL, VYAPAAR_GATEWAY_TOKEN, ...); Kubernetes
+VYAPAAR_PROMETHEUS_URL, VYAPAAR_GATEWAY_URL, VYAPAAR_GATEWAY_TOKEN, VYAPAAR_TRACES_URL,
+...); Kubernetes
 commands use KUBECONFIG as kubectl does.
 """
 

@@ -5,6 +5,7 @@
     vyapaar order list --phase Failed --all       # the tenant's orders, every page
     vyapaar order watch NAME                      # each transition as it happens
     vyapaar order cancel NAME                     # ask the saga to roll back
+    vyapaar order trace NAME                      # its spans in every service, as a tree
 
 The gateway: ``--gateway URL``, else ``$VYAPAAR_GATEWAY_URL``; the tenant's bearer token:
 ``--token TOKEN``, else ``$VYAPAAR_GATEWAY_TOKEN`` (prefer the variable: a flag shows in
@@ -16,6 +17,10 @@ token reaches only its tenant's namespace.
 ``--idempotency-key`` names one -- and prints it: if the answer is lost (a timeout, a
 dropped connection) the order may exist or not, and running the command again with that
 key returns the order it created instead of placing a second one.
+
+``trace`` reads the order's trace from the trace backend (``--traces-url``, else
+``$VYAPAAR_TRACES_URL``, else ``http://127.0.0.1:26686``: Jaeger's query API): see
+:mod:`vyapaar_cli.trace`.
 
 ``watch`` reads the order's server-sent events; when the connection drops it reconnects
 with ``Last-Event-ID`` (so no transition is printed twice or skipped) for up to
@@ -39,6 +44,7 @@ from typing import Any, Final, TextIO
 
 import yaml
 
+from vyapaar_cli import trace as trace_cli
 from vyapaar_cli.errors import CliError
 from vyapaar_cli.gateway import (
     GATEWAY_TOKEN_ENV,
@@ -51,6 +57,7 @@ from vyapaar_cli.gateway import (
     follow,
 )
 from vyapaar_cli.settings import Settings, require
+from vyapaar_cli.trace import DEFAULT_TRACES_URL, TRACES_URL_ENV
 
 __all__ = ["EXIT_CODES", "EventParser", "add_arguments", "exit_code", "load_spec", "run"]
 
@@ -249,9 +256,10 @@ EXAMPLES = f"""examples:
   vyapaar order list --phase Failed --all
   vyapaar order watch order-6m257 && echo delivered
   vyapaar order cancel order-6m257
+  vyapaar order trace order-6m257 --wait 10
 
 settings: --gateway or ${GATEWAY_URL_ENV}; --token or ${GATEWAY_TOKEN_ENV} (the tenant's
-bearer token).
+bearer token); trace: --traces-url or ${TRACES_URL_ENV} (Jaeger's query API).
 
 exit codes: 0 done (watch: the order Completed); 1 the gateway refused the request (the
 problem's detail is printed) or could not be reached, or cancel was refused; 2 a bad flag,
@@ -348,6 +356,28 @@ def add_arguments(subparsers: Any, settings: Settings | None = None) -> argparse
                     "exit codes: 0 cancellation requested; 1 refused (past the pivot, already\n"
                     "finished) or not found: the reason is printed.")
     cancel.add_argument("name", metavar="NAME")
+
+    trace = action("trace", "show an order's trace: its spans in every service, as a tree", (
+        "examples:\n  vyapaar order trace order-6m257\n"
+        "  vyapaar order trace order-6m257 --wait 10     # a saga that just ended\n"
+        "  vyapaar order trace order-6m257 -o json | jq '.spans[] | select(.status.error)'\n\n"
+        "One line per span: its offset from the trace's start, its duration, the service\n"
+        "and the span's name indented under its parent, then the saga step, the attempt and\n"
+        "any error. The trace id is the order's traceId (the trace its creator started),\n"
+        "else its UID without dashes. -o json: the spans in that order, with their\n"
+        "attributes; -o otlp: the backend's answer as it came (OTLP JSON).\n"
+        "exit codes: 0 shown; 1 no such order, no such trace (yet), or the gateway or the\n"
+        "trace backend could not be reached."))
+    trace.add_argument("name", metavar="NAME")
+    trace.add_argument("-o", "--output", choices=("tree", "json", "otlp"), default="tree",
+                       help="format (default: %(default)s)")
+    trace.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                       help="wait up to SECONDS for the trace to appear and stop growing "
+                            "(default: %(default)g: ask once)")
+    trace.add_argument("--traces-url", metavar="URL",
+                       default=settings.get(TRACES_URL_ENV, DEFAULT_TRACES_URL),
+                       help=f"the trace backend's query API (default: ${TRACES_URL_ENV}, "
+                            "else %(default)s)")
     return parser
 
 
@@ -393,6 +423,12 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
         stdout.write(f"{order['name']}: cancellation requested (phase {phase}); "
                      f"`vyapaar order watch {order['name']}` follows the rollback\n")
         return 0
+    if action == "trace":
+        if urllib.parse.urlsplit(args.traces_url).scheme not in ("http", "https"):
+            raise CliError(f"the traces URL must be http:// or https://, not {args.traces_url!r}",
+                           EXIT_USAGE)
+        return trace_cli.show(client.get(args.name), url=args.traces_url, output=args.output,
+                              wait=args.wait, out=stdout, err=stderr, sleep=sleep)
     raise CliError(f"unknown action {action!r}", EXIT_USAGE)
 
 

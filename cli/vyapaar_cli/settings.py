@@ -6,7 +6,8 @@ that lacks a setting says which flag or variable to set (:func:`require`).
 
 The settings: ``VYAPAAR_AMQP_URL`` and ``VYAPAAR_AMQP_PREFIX`` (``vyapaar dlq``),
 ``VYAPAAR_PROMETHEUS_URL`` (``vyapaar top``), ``VYAPAAR_GATEWAY_URL`` and
-``VYAPAAR_GATEWAY_TOKEN`` (``vyapaar order``: the gateway and a tenant's bearer token).
+``VYAPAAR_GATEWAY_TOKEN`` (``vyapaar order``: the gateway and a tenant's bearer token),
+``VYAPAAR_TRACES_URL`` (``vyapaar order trace``: the trace backend's query API, Jaeger's).
 """
 
 from __future__ import annotations

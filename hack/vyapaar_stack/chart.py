@@ -330,12 +330,17 @@ def main(argv: list[str] | None = None) -> int:
     if args not in (["sync"], ["check"]):
         print("usage: python -m vyapaar_stack.chart sync|check", file=sys.stderr)
         return 2
-    wanted = expected_files()
     if args == ["sync"]:
-        for path in sync(wanted):
-            print(f"updated {path.relative_to(REPO_ROOT)}")
+        # A second round when the first changed a copy the chart renders (the CRD): the
+        # kustomize base of the first was rendered from the old copy.
+        for _ in range(2):
+            changed = sync(expected_files())
+            for path in changed:
+                print(f"updated {path.relative_to(REPO_ROOT)}")
+            if not changed:
+                break
         return 0
-    stale = stale_files(wanted)
+    stale = stale_files(expected_files())
     for path in stale:
         print(f"stale: {path.relative_to(REPO_ROOT)}", file=sys.stderr)
     if stale:

@@ -109,7 +109,8 @@ def stack_up(config: StackConfig, only: str | None, real_node: bool = False) -> 
                       lambda: node.prepare_network(config)))
     if only in (None, "infra"):
         steps.append(
-            ("infrastructure (PostgreSQL, RabbitMQ, Redis, Prometheus)", lambda: infra.up(config))
+            ("infrastructure (PostgreSQL, RabbitMQ, Redis, Prometheus, Jaeger)",
+             lambda: infra.up(config))
         )
     if only in (None, "cluster"):
         steps.append(
@@ -234,13 +235,18 @@ def run_demo(config: StackConfig, on_cluster: bool = False) -> int:
     print(f"  the API's OpenAPI document: {gateway}/openapi.json")
     print(f"Logs of every process: {config.state_dir / 'run'}/")
     print("Key saga figures, live from Prometheus: .venv/bin/vyapaar top")
+    if system.tracing_enabled():
+        print(f"Traces (Jaeger, no UI): .venv/bin/vyapaar order trace NAME    or    curl "
+              f"{config.traces_url}/api/v3/traces/TRACE_ID   (VYAPAAR_TRACING=0: off)")
+    else:
+        print("Tracing is off (VYAPAAR_TRACING=0): the product exports no spans")
     print("Stop everything: make down")
     return 0 if all_as_expected else 1
 
 
 STACK_EXAMPLES = """examples:
   vyapaar stack up                  # control plane + infrastructure, idempotent
-  vyapaar stack up --only infra     # PostgreSQL, RabbitMQ, Redis, Prometheus only
+  vyapaar stack up --only infra     # PostgreSQL, RabbitMQ, Redis, Prometheus, Jaeger only
   vyapaar stack up --node real      # plus one real kubelet node (root): pods run for real
   vyapaar stack env --pod           # the infrastructure's URLs as pods on that node see them
   vyapaar stack down --only node    # remove the real node, keep the rest running

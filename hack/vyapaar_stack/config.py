@@ -52,6 +52,18 @@ class Ports:
     )
     redis: int = field(default_factory=lambda: _env_int("VYAPAAR_REDIS_PORT", 26379))
     prometheus: int = field(default_factory=lambda: _env_int("VYAPAAR_PROMETHEUS_PORT", 29090))
+    # Jaeger (the trace backend): OTLP in, its query API out, its own metrics.
+    otlp_http: int = field(default_factory=lambda: _env_int("VYAPAAR_OTLP_HTTP_PORT", 24318))
+    otlp_grpc: int = field(default_factory=lambda: _env_int("VYAPAAR_OTLP_GRPC_PORT", 24317))
+    jaeger_query: int = field(
+        default_factory=lambda: _env_int("VYAPAAR_JAEGER_QUERY_PORT", 26686)
+    )
+    jaeger_query_grpc: int = field(
+        default_factory=lambda: _env_int("VYAPAAR_JAEGER_QUERY_GRPC_PORT", 26685)
+    )
+    jaeger_metrics: int = field(
+        default_factory=lambda: _env_int("VYAPAAR_JAEGER_METRICS_PORT", 28888)
+    )
 
 
 @dataclass(frozen=True)
@@ -137,6 +149,16 @@ class StackConfig:
     def rabbitmq_management_url(self) -> str:
         return f"http://{self.host}:{self.ports.rabbitmq_management}"
 
+    @property
+    def otlp_endpoint(self) -> str:
+        """Where the product's OTLP/HTTP exporters send spans (OTEL_EXPORTER_OTLP_ENDPOINT)."""
+        return f"http://{self.host}:{self.ports.otlp_http}"
+
+    @property
+    def traces_url(self) -> str:
+        """Jaeger's query API: ``GET {traces_url}/api/v3/traces/{trace_id}``."""
+        return f"http://{self.host}:{self.ports.jaeger_query}"
+
     def pod_env(self) -> dict[str, str]:
         """The stack's PostgreSQL/RabbitMQ/Redis URLs as seen from a pod on the real node.
 
@@ -159,4 +181,5 @@ class StackConfig:
             "VYAPAAR_REDIS_URL": self.redis_url,
             "VYAPAAR_PROMETHEUS_URL": self.prometheus_url,
             "VYAPAAR_RABBITMQ_MANAGEMENT_URL": self.rabbitmq_management_url,
+            "VYAPAAR_TRACES_URL": self.traces_url,
         }

@@ -1,4 +1,4 @@
-"""RabbitMQ, PostgreSQL, Redis and Prometheus as local processes on loopback.
+"""RabbitMQ, PostgreSQL, Redis, Prometheus and Jaeger as local processes on loopback.
 
 Each runs from its Debian package's binaries with all of its data, logs and
 configuration under the stack's state directory, so nothing touches the
@@ -443,6 +443,75 @@ def _prometheus_ready(config: StackConfig) -> bool:
     return http_ok(f"{config.prometheus_url}/-/ready")
 
 
+# --- Jaeger (the trace backend) ------------------------------------------------------------------
+
+#: How many traces Jaeger's in-memory store keeps (the oldest go first): a whole test run's
+#: orders. Measured: ~2 KiB of RSS per span, ~140 spans per order, so a full store of whole
+#: orders is several GiB; a restart of the component empties it.
+JAEGER_MAX_TRACES = 20_000
+
+
+def jaeger_binary(config: StackConfig) -> Path:
+    """Jaeger v2, built from its Go module by hack/provision.sh (`build_jaeger`)."""
+    return config.cache_dir / "bin" / "jaeger"
+
+
+def jaeger_config(config: StackConfig) -> dict[str, object]:
+    """Jaeger v2's configuration (an OpenTelemetry Collector's): OTLP in, the in-memory store,
+    the query API, and its own metrics, all on the stack's ports. Without a file of our own
+    it would take its all-in-one defaults: thirteen standard ports (4317, 4318, 16686, ...)."""
+    host, ports = config.host, config.ports
+    return {
+        "service": {
+            "extensions": ["jaeger_storage", "jaeger_query"],
+            "pipelines": {"traces": {"receivers": ["otlp"], "processors": ["batch"],
+                                     "exporters": ["jaeger_storage_exporter"]}},
+            "telemetry": {
+                "resource": {"service.name": "jaeger"},
+                "metrics": {"level": "basic", "readers": [{"pull": {"exporter": {
+                    "prometheus": {"host": host, "port": ports.jaeger_metrics}}}}]},
+                "logs": {"level": "warn"},
+            },
+        },
+        "extensions": {
+            "jaeger_storage": {"backends": {"memstore": {"memory": {
+                "max_traces": JAEGER_MAX_TRACES}}}},
+            "jaeger_query": {
+                "storage": {"traces": "memstore"},
+                # on by default in v2: it would export Jaeger's own spans to localhost:4317
+                "enable_tracing": False,
+                "http": {"endpoint": f"{host}:{ports.jaeger_query}"},
+                "grpc": {"endpoint": f"{host}:{ports.jaeger_query_grpc}"},
+            },
+        },
+        "receivers": {"otlp": {"protocols": {
+            "grpc": {"endpoint": f"{host}:{ports.otlp_grpc}"},
+            "http": {"endpoint": f"{host}:{ports.otlp_http}"},
+        }}},
+        "processors": {"batch": {}},
+        "exporters": {"jaeger_storage_exporter": {"trace_storage": "memstore"}},
+    }
+
+
+def _start_jaeger(config: StackConfig) -> None:
+    proc = _proc(config, "jaeger")
+    _refuse_foreign_port(config, config.ports.otlp_http, "Jaeger", proc)
+    binary = jaeger_binary(config)
+    if not binary.exists():
+        raise StackError(f"jaeger not found at {binary}: run `make provision` first "
+                         "(hack/provision.sh go builds it)")
+    home = config.state_dir / "jaeger"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.yaml").write_text(json.dumps(jaeger_config(config), indent=2) + "\n")
+    register_scrape_target(config, "jaeger", [f"{config.host}:{config.ports.jaeger_metrics}"])
+    proc.start([str(binary), f"--config={home / 'config.yaml'}"], cwd=home)
+
+
+def _jaeger_ready(config: StackConfig) -> bool:
+    return port_open(config.host, config.ports.otlp_http) and http_ok(
+        f"{config.traces_url}/api/v3/services")
+
+
 COMPONENTS: tuple[Component, ...] = (
     Component(
         "postgres",
@@ -464,6 +533,10 @@ COMPONENTS: tuple[Component, ...] = (
         lambda c: [_proc(c, "prometheus")],
         startup_timeout=30,
     ),
+    Component(
+        "jaeger", _start_jaeger, _jaeger_ready, lambda c: [_proc(c, "jaeger")],
+        startup_timeout=30,
+    ),
 )
 
 
@@ -471,7 +544,7 @@ COMPONENTS: tuple[Component, ...] = (
 LISTENING = ("postgres", "rabbitmq", "redis")
 
 
-def missing_binaries() -> list[str]:
+def missing_binaries(config: StackConfig | None = None) -> list[str]:
     wanted = [
         str(POSTGRES_BIN / "postgres"),
         str(RABBITMQ_BIN / "rabbitmq-server"),
@@ -479,13 +552,14 @@ def missing_binaries() -> list[str]:
         "prometheus",
         "promtool",
         "epmd",
+        str(jaeger_binary(config or StackConfig())),
     ]
     return [b for b in wanted if shutil.which(b) is None]
 
 
 def up(config: StackConfig) -> None:
     """Start every component (those already running are left alone) and wait for all."""
-    missing = missing_binaries()
+    missing = missing_binaries(config)
     if missing:
         raise StackError(f"missing {', '.join(missing)}: run `make provision` first")
     for comp in COMPONENTS:

@@ -7,7 +7,7 @@ something else and the same tests run there instead:
 - ``KUBECONFIG`` set (and ``VYAPAAR_STACK`` not ``local``): use that cluster
   (kind, a cloud cluster); the CRDs in crds/ are applied to it.
 - ``VYAPAAR_DATABASE_URL``, ``VYAPAAR_AMQP_URL``, ``VYAPAAR_REDIS_URL``,
-  ``VYAPAAR_PROMETHEUS_URL``: use those services.
+  ``VYAPAAR_PROMETHEUS_URL``, ``VYAPAAR_TRACES_URL``: use those services.
 
 The stack is left running after the session so the next run starts in
 seconds; ``make down`` (or ``vyapaar stack down``) stops it.
@@ -40,6 +40,7 @@ INFRA_FIXTURES = {
     "redis_url",
     "prometheus_url",
     "rabbitmq_management_url",
+    "traces_url",
 }
 
 
@@ -172,6 +173,12 @@ def prometheus_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def rabbitmq_management_url(request: pytest.FixtureRequest) -> str:
     return _service_url(request, "VYAPAAR_RABBITMQ_MANAGEMENT_URL", "rabbitmq_management_url")
+
+
+@pytest.fixture(scope="session")
+def traces_url(request: pytest.FixtureRequest) -> str:
+    """The trace backend's query API (Jaeger: ``/api/v3/traces/{trace_id}``)."""
+    return _service_url(request, "VYAPAAR_TRACES_URL", "traces_url")
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,11 @@ from .config import StackConfig
 from .infra import register_scrape_target
 from .processes import Process, http_ok, wait_until
 
-SERVICES = ("inventory", "payment", "shipping", "notification")
+#: the saga's services: each has a command queue and an outbox (what chaos plays faults on)
+SAGA_SERVICES = ("inventory", "payment", "shipping", "notification")
+#: every service with a database the stack runs: the saga's, and analytics (a read model of
+#: the operator's order events, off the saga's path)
+SERVICES = (*SAGA_SERVICES, "analytics")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class Ports:
     payment: int = int(os.environ.get("VYAPAAR_PAYMENT_PORT", 28082))
     shipping: int = int(os.environ.get("VYAPAAR_SHIPPING_PORT", 28083))
     notification: int = int(os.environ.get("VYAPAAR_NOTIFICATION_PORT", 28084))
+    analytics: int = int(os.environ.get("VYAPAAR_ANALYTICS_PORT", 28085))
     gateway: int = int(os.environ.get("VYAPAAR_GATEWAY_PORT", 28080))
     operator_health: int = int(os.environ.get("VYAPAAR_OPERATOR_HEALTH_PORT", 28090))
     operator_metrics: int = int(os.environ.get("VYAPAAR_OPERATOR_METRICS_PORT", 28091))
@@ -63,15 +68,36 @@ def _process(config: StackConfig, name: str) -> Process:
     return Process(name, config.state_dir / "run")
 
 
-def _base_env(config: StackConfig) -> dict[str, str]:
-    return {**config.env(), "PYTHONUNBUFFERED": "1"}
+def tracing_enabled() -> bool:
+    """Tracing is on by default on the local stack; ``VYAPAAR_TRACING=0`` turns it off."""
+    return os.environ.get("VYAPAAR_TRACING", "1").strip().lower() not in ("0", "false", "off",
+                                                                          "no", "")
+
+
+def tracing_env(config: StackConfig, name: str) -> dict[str, str]:
+    """The OpenTelemetry settings of one product process: its spans go to the stack's Jaeger
+    (nothing while tracing is off: with no OTLP endpoint the product does not trace)."""
+    if not tracing_enabled():
+        return {}
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": config.otlp_endpoint,
+        "OTEL_SERVICE_NAME": name,
+        # Export twice a second (the default is 5 s), so a finished order's trace is whole
+        # in Jaeger moments later; a queue large enough for the benchmark's bursts.
+        "OTEL_BSP_SCHEDULE_DELAY": "500",
+        "OTEL_BSP_MAX_QUEUE_SIZE": "16384",
+    }
+
+
+def _base_env(config: StackConfig, name: str) -> dict[str, str]:
+    return {**config.env(), "PYTHONUNBUFFERED": "1", **tracing_env(config, name)}
 
 
 def start_service(config: StackConfig, name: str, extra_env: Mapping[str, str] | None = None
                   ) -> Process:
     proc = _process(config, name)
     env = {
-        **_base_env(config),
+        **_base_env(config, name),
         "VYAPAAR_HTTP_HOST": config.host,
         "VYAPAAR_HTTP_PORT": str(PORTS.service(name)),
         **(extra_env or {}),
@@ -89,7 +115,7 @@ HELM_NAMESPACE_PREFIX = "vyn-"
 def start_operator(config: StackConfig, extra_env: Mapping[str, str] | None = None) -> Process:
     proc = _process(config, "operator")
     env = {
-        **_base_env(config),
+        **_base_env(config, "operator"),
         "VYAPAAR_NAMESPACES": f"!{HELM_NAMESPACE_PREFIX}*",
         "VYAPAAR_HOST": config.host,
         "VYAPAAR_HEALTH_PORT": str(PORTS.operator_health),
@@ -209,7 +235,7 @@ def start_gateway(config: StackConfig, extra_env: Mapping[str, str] | None = Non
     write_tenants(config, [{**DEMO_TENANT, "token": demo_token(config)}, *others])
     proc = _process(config, "gateway")
     env = {
-        **_base_env(config),
+        **_base_env(config, "gateway"),
         "KUBECONFIG": str(gateway_kubeconfig(config)),
         "VYAPAAR_HTTP_HOST": config.host,
         "VYAPAAR_HTTP_PORT": str(PORTS.gateway),

@@ -41,7 +41,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import aio_pika
 from aio_pika.abc import (
@@ -52,7 +52,7 @@ from aio_pika.abc import (
     ConsumerTag,
 )
 
-from vyapaar_messaging import contracts, metrics
+from vyapaar_messaging import contracts, metrics, tracing
 from vyapaar_messaging.context import bind_message_context
 from vyapaar_messaging.envelope import Envelope, EnvelopeError
 from vyapaar_messaging.publisher import Publisher, PublishFailed
@@ -65,6 +65,9 @@ from vyapaar_messaging.topology import (
     queue_depth,
     retry_queue_name,
 )
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 __all__ = [
     "ATTEMPT_HEADER",
@@ -297,49 +300,72 @@ class Consumer:
             await self._dead_letter(message, "poison", str(exc), attempt, type_label)
             return
 
-        with bind_message_context(envelope.correlation_id, envelope.id, envelope.type):
-            started = time.perf_counter()
-            try:
-                await asyncio.wait_for(self.handler(envelope), self.handler_timeout)
-            except PermanentError as exc:
-                self._observe(started, type_label)
-                log.warning("permanent failure of %s: %s", envelope.type, exc)
-                await self._dead_letter(message, "permanent", str(exc), attempt, type_label)
-                return
-            except Ignored as exc:
-                self._observe(started, type_label)
-                log.info("ignored %s %s: %s", envelope.type, envelope.id, exc)
-                await self._ack(message, envelope, queue, type_label, "ignored")
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._observe(started, type_label)
-                error = f"{type(exc).__name__}: {exc}"
-                if attempt <= len(self.retry_delays):
-                    log.warning(
-                        "attempt %d of %s failed, retrying in %s: %s",
-                        attempt,
-                        envelope.type,
-                        format_delay(self.retry_delays[attempt - 1]),
-                        error,
-                        exc_info=not isinstance(
-                            exc, TransientError | TimeoutError | ConnectionError
-                        ),
-                    )
-                    await self._retry(message, attempt, error, type_label)
-                else:
-                    log.error(
-                        "attempt %d of %s failed, retries exhausted: %s",
-                        attempt,
-                        envelope.type,
-                        error,
-                        exc_info=True,
-                    )
-                    await self._dead_letter(message, "exhausted", error, attempt, type_label)
-                return
+        with (
+            bind_message_context(
+                envelope.correlation_id, envelope.id, envelope.type, envelope.trace_id
+            ),
+            tracing.consumer_span(envelope, queue, attempt) as span,
+        ):
+            if span is not None and message.redelivered:
+                span.set_attribute("messaging.rabbitmq.redelivered", True)
+            await self._handle(message, envelope, attempt, type_label, span)
+
+    async def _handle(
+        self,
+        message: AbstractIncomingMessage,
+        envelope: Envelope,
+        attempt: int,
+        type_label: str,
+        span: Span | None,
+    ) -> None:
+        """Run the handler on ``envelope`` and ack, retry or dead-letter the delivery
+        (inside its ``process`` span when tracing is on; ``span`` is None when off)."""
+        queue = self.queue_name
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(self.handler(envelope), self.handler_timeout)
+        except PermanentError as exc:
             self._observe(started, type_label)
-            await self._ack(message, envelope, queue, type_label, "ok")
+            log.warning("permanent failure of %s: %s", envelope.type, exc)
+            tracing.set_outcome(span, "dead_lettered", f"permanent: {exc}")
+            await self._dead_letter(message, "permanent", str(exc), attempt, type_label)
+            return
+        except Ignored as exc:
+            self._observe(started, type_label)
+            log.info("ignored %s %s: %s", envelope.type, envelope.id, exc)
+            tracing.set_outcome(span, "ignored")
+            await self._ack(message, envelope, queue, type_label, "ignored")
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._observe(started, type_label)
+            error = f"{type(exc).__name__}: {exc}"
+            if attempt <= len(self.retry_delays):
+                log.warning(
+                    "attempt %d of %s failed, retrying in %s: %s",
+                    attempt,
+                    envelope.type,
+                    format_delay(self.retry_delays[attempt - 1]),
+                    error,
+                    exc_info=not isinstance(exc, TransientError | TimeoutError | ConnectionError),
+                )
+                tracing.set_outcome(span, "retry", error)
+                await self._retry(message, attempt, error, type_label)
+            else:
+                log.error(
+                    "attempt %d of %s failed, retries exhausted: %s",
+                    attempt,
+                    envelope.type,
+                    error,
+                    exc_info=True,
+                )
+                tracing.set_outcome(span, "dead_lettered", f"exhausted: {error}")
+                await self._dead_letter(message, "exhausted", error, attempt, type_label)
+            return
+        self._observe(started, type_label)
+        tracing.set_outcome(span, "ok")
+        await self._ack(message, envelope, queue, type_label, "ok")
 
     async def _ack(self, message: AbstractIncomingMessage, envelope: Envelope, queue: str,
                    type_label: str, outcome: str) -> None:

@@ -9,7 +9,10 @@ Routing (see :mod:`vyapaar_messaging.topology`):
 * commands go to the direct exchange ``vyapaar.commands`` with routing key = the service
   name (:func:`service_for`),
 * replies go to the topic exchange ``vyapaar.events`` with routing key
-  ``"<service>.<ReplyType>"`` (:func:`reply_routing_key`).
+  ``"<service>.<ReplyType>"`` (:func:`reply_routing_key`),
+* domain events (:class:`OrderEvent`: what happened to an order) go to the fan-out
+  exchange ``vyapaar.order-events``, which feeds the durable event log (a stream) and every
+  subscriber's queue (the analytics service's).
 
 Idempotency: every command carries ``idempotencyKey = "<order uid>:<step>"``
 (:func:`idempotency_key`). A compensation (``ReleaseStock``, ``RefundPayment``,
@@ -46,14 +49,18 @@ from __future__ import annotations
 
 import builtins
 import enum
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 __all__ = [
     "COMMANDS",
+    "EVENTS",
     "MESSAGE_MODELS",
+    "ORDER_EVENT_SCHEMA_VERSION",
     "REPLIES",
     "SERVICES",
     "Address",
@@ -70,6 +77,7 @@ __all__ = [
     "Item",
     "NotificationSent",
     "NotificationTemplate",
+    "OrderEvent",
     "PaymentCaptured",
     "PaymentDeclined",
     "PaymentRefunded",
@@ -89,6 +97,8 @@ __all__ = [
     "StockReserved",
     "VoidShipment",
     "compensation_for",
+    "event_id",
+    "event_idempotency_key",
     "idempotency_key",
     "parse_payload",
     "reply_routing_key",
@@ -326,6 +336,63 @@ class NotificationSent(_Model):
 
 
 # --------------------------------------------------------------------------------------------
+# Domain events: what happened to an order (the operator publishes, anyone may subscribe)
+# --------------------------------------------------------------------------------------------
+
+ORDER_EVENT_SCHEMA_VERSION: Final = 1
+"""The version of :class:`OrderEvent`. A change a version-1 reader would misread (a field
+renamed, a meaning changed) makes version 2; adding an optional field does not."""
+
+_EVENT_ID_NAMESPACE: Final = uuid.UUID("5c0d7a2e-8f3b-4c55-9a8e-6b1f2f0c7e11")
+
+
+def event_id(order_uid: str, seq: int) -> str:
+    """The id of an order's event number ``seq``: a UUID derived from both, so a republished
+    event carries the id it had the first time and subscribers can deduplicate by it."""
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{order_uid}:{seq}"))
+
+
+def event_idempotency_key(order_uid: str, seq: int) -> str:
+    """``"<order uid>:event-<seq>"`` -- the envelope's idempotency key of an event."""
+    return idempotency_key(order_uid, f"event-{seq}")
+
+
+class OrderEvent(_Model):
+    """One transition of an order's saga, published after the status write that recorded it.
+
+    The envelope says which order (``correlationId`` = UID, ``subject`` = namespace/name) and
+    carries the event's id (:func:`event_id`): subscribers deduplicate by it. ``seq`` numbers
+    an order's events from 1 without gaps, in the order they happened; events may still
+    arrive out of order (a republish after a restart), so a reader keys by ``seq``.
+
+    Money the transition moved, in minor units of ``currency``: ``captured`` when the
+    payment step succeeded; ``refunded`` when its refund was confirmed. A refund of a
+    capture the saga never heard of (its reply was lost, the step timed out) reports both,
+    so captured minus refunded always equals the payment ledger.
+    """
+
+    schema_version: Literal[1] = ORDER_EVENT_SCHEMA_VERSION
+    seq: PositiveInt
+    occurred_at: datetime
+    reason: NonEmptyStr
+    message: Annotated[str, Field(max_length=2000)] = ""
+    severity: Literal["Normal", "Warning"] = "Normal"
+    step: NonEmptyStr | None = None
+    step_started_at: datetime | None = None
+    """When ``step`` was first sent: with ``occurred_at``, how long it took."""
+    phase: NonEmptyStr
+    """The order's phase after the transition."""
+    announced: bool
+    """Also a line of ``status.timeline`` (and a Kubernetes Event); False for the routine
+    forward path (the saga started, a step succeeded)."""
+    saga_version: PositiveInt | None = None
+    total: NonNegativeInt
+    currency: Currency
+    captured: NonNegativeInt = 0
+    refunded: NonNegativeInt = 0
+
+
+# --------------------------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------------------------
 
@@ -445,9 +512,13 @@ REPLIES: Final[dict[str, ReplySpec]] = {
     )
 }
 
+EVENTS: Final[dict[str, type[BaseModel]]] = {"OrderEvent": OrderEvent}
+"""Domain event types (published to ``vyapaar.order-events``)."""
+
 MESSAGE_MODELS: Final[dict[str, type[BaseModel]]] = {
     **{name: spec.model for name, spec in COMMANDS.items()},
     **{name: spec.model for name, spec in REPLIES.items()},
+    **EVENTS,
 }
 
 _TYPE_BY_MODEL: Final[dict[type[BaseModel], str]] = {

@@ -22,8 +22,6 @@ into an AMQP message with :meth:`Envelope.to_message` and back with
 from __future__ import annotations
 
 import json
-import re
-import secrets
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -39,7 +37,14 @@ from pydantic import (
     field_validator,
 )
 
-from vyapaar_messaging import contracts
+from vyapaar_messaging import contracts, tracing
+from vyapaar_messaging.traceparent import (
+    TRACEPARENT_ANNOTATION,
+    TRACEPARENT_RE,
+    new_span_id,
+    new_trace_id,
+    new_traceparent,
+)
 
 __all__ = [
     "TRACEPARENT_ANNOTATION",
@@ -51,34 +56,11 @@ __all__ = [
     "new_traceparent",
 ]
 
-TRACEPARENT_RE: Final = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
-TRACEPARENT_ANNOTATION: Final = "vyapaar.dev/traceparent"
-"""Where an Order keeps the trace its creator started (the gateway sets it from the
-caller's ``traceparent``), so the saga's messages join that trace."""
 CONTENT_TYPE: Final = "application/json"
 
 
 class EnvelopeError(ValueError):
     """The body is not a valid envelope (bad JSON, missing or malformed fields)."""
-
-
-def new_trace_id() -> str:
-    while True:
-        value = secrets.token_hex(16)
-        if value != "0" * 32:
-            return value
-
-
-def new_span_id() -> str:
-    while True:
-        value = secrets.token_hex(8)
-        if value != "0" * 16:
-            return value
-
-
-def new_traceparent(trace_id: str | None = None) -> str:
-    """A W3C traceparent ``00-<trace id>-<new span id>-01`` (new trace id if not given)."""
-    return f"00-{trace_id or new_trace_id()}-{new_span_id()}-01"
 
 
 def _rfc3339(value: datetime) -> str:
@@ -150,7 +132,8 @@ class Envelope(BaseModel):
     ) -> Envelope:
         """A new envelope for a contract payload model (type derived from the model).
 
-        ``traceparent`` defaults to a new trace; pass the order's trace id via
+        ``traceparent`` defaults to the current span when tracing is on and a span is
+        current, else to a new trace; pass the order's trace id via
         ``new_traceparent(trace_id)`` to keep one trace per order.
         """
         mtype = message_type or contracts.type_name(payload)
@@ -162,14 +145,17 @@ class Envelope(BaseModel):
             subject=subject,
             idempotency_key=idempotency_key,
             time=datetime.now(UTC),
-            traceparent=traceparent or new_traceparent(),
+            traceparent=traceparent or tracing.current_traceparent(),
             expires=expires,
             payload=payload.model_dump(by_alias=True, mode="json"),
         )
 
     def reply(self, payload: BaseModel, *, message_type: str | None = None) -> Envelope:
         """A reply to this envelope: copies correlationId, subject, idempotencyKey and the
-        trace id; causationId = this id; new id, new span id, current time."""
+        trace id; causationId = this id; new id, new span id, current time.
+
+        With tracing on, the span id is the current span's (the consumer's ``process``
+        span) when that span is in this envelope's trace."""
         return Envelope(
             id=str(uuid.uuid4()),
             type=message_type or contracts.type_name(payload),
@@ -178,7 +164,7 @@ class Envelope(BaseModel):
             subject=self.subject,
             idempotency_key=self.idempotency_key,
             time=datetime.now(UTC),
-            traceparent=new_traceparent(self.trace_id),
+            traceparent=tracing.current_traceparent(self.trace_id, same_trace=True),
             payload=payload.model_dump(by_alias=True, mode="json"),
         )
 

@@ -22,7 +22,7 @@ from aio_pika.abc import (
     HeadersType,
 )
 
-from vyapaar_messaging import contracts, metrics
+from vyapaar_messaging import contracts, metrics, tracing
 from vyapaar_messaging.envelope import Envelope
 from vyapaar_messaging.topology import DEFAULT_TOPOLOGY, Topology
 
@@ -87,6 +87,17 @@ class Publisher:
     ) -> None:
         """Publish a raw AMQP message (mandatory) and wait for the confirm."""
         label = metrics.message_type_label(type_label or message.type)
+        if tracing.ENABLED:
+            # On the current span (the sender's `send`, the relay's `publish`, a consumer's
+            # `process` when it moves a message to a retry queue or the DLQ).
+            tracing.add_event(
+                "publish",
+                {
+                    "messaging.destination.name": exchange or "(default)",
+                    "messaging.rabbitmq.destination.routing_key": routing_key,
+                    "messaging.message.id": message.message_id,
+                },
+            )
         try:
             target = await self._exchange(exchange)
             result = await target.publish(
@@ -144,6 +155,10 @@ class Publisher:
             exchange=self.topology.events_exchange,
             routing_key=contracts.reply_routing_key(source, envelope.type),
         )
+
+    async def publish_event(self, envelope: Envelope) -> None:
+        """Publish a domain event to the fan-out ``vyapaar.order-events``."""
+        await self.publish(envelope, exchange=self.topology.order_events_exchange, routing_key="")
 
     async def send_to_queue(self, message: aio_pika.Message, queue: str) -> None:
         """Publish a raw message straight to ``queue`` through the default exchange."""

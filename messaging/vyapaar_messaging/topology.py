@@ -5,11 +5,18 @@ Exchanges (durable):
 * ``vyapaar.commands`` — direct; routing key = service name
   (``inventory|payment|shipping|notification``).
 * ``vyapaar.events`` — topic; services publish replies as ``<service>.<ReplyType>``.
+* ``vyapaar.order-events`` — fanout; the operator publishes domain events (what happened
+  to each order, :class:`~vyapaar_messaging.contracts.OrderEvent`) after the status write
+  that records them.
 
 Queues (durable, quorum):
 
 * ``<service>.commands`` bound to ``vyapaar.commands`` with key ``<service>``;
 * ``operator.replies`` bound to ``vyapaar.events`` with ``#``;
+* ``order-events.log`` — a *stream* bound to ``vyapaar.order-events``: the durable event
+  log. It keeps every event (a stream is not drained by reading), so a read model can be
+  rebuilt from scratch by reading it from offset 0, and the operator's events always have
+  somewhere to go (publishes are mandatory) whoever subscribes;
 * for every consumer queue ``Q``: ``Q.dlq`` (dead letters, quorum) and fixed-TTL delay
   queues ``Q.retry.<delay>`` (e.g. ``Q.retry.1s``) that dead-letter back to ``Q`` through
   the default exchange when the TTL expires. Delay queues are declared by the
@@ -41,9 +48,12 @@ __all__ = [
     "DEFAULT_RETRY_DELAYS",
     "DEFAULT_TOPOLOGY",
     "EVENTS_EXCHANGE",
+    "EVENT_LOG",
+    "ORDER_EVENTS_EXCHANGE",
     "REPLIES_QUEUE",
     "Topology",
     "declare_consumer_queue",
+    "declare_event_log",
     "declare_exchanges",
     "declare_retry_queues",
     "declare_topology",
@@ -57,6 +67,8 @@ __all__ = [
 COMMANDS_EXCHANGE: Final = "vyapaar.commands"
 EVENTS_EXCHANGE: Final = "vyapaar.events"
 REPLIES_QUEUE: Final = "operator.replies"
+ORDER_EVENTS_EXCHANGE: Final = "vyapaar.order-events"
+EVENT_LOG: Final = "order-events.log"
 #: Delay tiers in seconds: attempt 1 fails -> wait 1 s, attempt 2 -> 5 s, attempt 3 -> 30 s,
 #: attempt 4 fails -> DLQ.
 DEFAULT_RETRY_DELAYS: Final[tuple[float, ...]] = (1.0, 5.0, 30.0)
@@ -98,6 +110,14 @@ class Topology:
     def replies_queue(self) -> str:
         return f"{self.prefix}{REPLIES_QUEUE}"
 
+    @property
+    def order_events_exchange(self) -> str:
+        return f"{self.prefix}{ORDER_EVENTS_EXCHANGE}"
+
+    @property
+    def event_log(self) -> str:
+        return f"{self.prefix}{EVENT_LOG}"
+
     def command_queue(self, service: str) -> str:
         return f"{self.prefix}{service}.commands"
 
@@ -132,14 +152,34 @@ def _main_queue_args(queue: str, delivery_limit: int) -> dict[str, Any]:
 async def declare_exchanges(
     channel: AbstractChannel, topology: Topology = DEFAULT_TOPOLOGY
 ) -> tuple[AbstractExchange, AbstractExchange]:
-    """Declare ``vyapaar.commands`` (direct) and ``vyapaar.events`` (topic)."""
+    """Declare ``vyapaar.commands`` (direct), ``vyapaar.events`` (topic) and
+    ``vyapaar.order-events`` (fanout); return the first two."""
     commands = await channel.declare_exchange(
         topology.commands_exchange, aio_pika.ExchangeType.DIRECT, durable=True
     )
     events = await channel.declare_exchange(
         topology.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
     )
+    await channel.declare_exchange(
+        topology.order_events_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+    )
     return commands, events
+
+
+async def declare_event_log(
+    channel: AbstractChannel, topology: Topology = DEFAULT_TOPOLOGY
+) -> AbstractQueue:
+    """Declare the event log: a durable stream bound to ``vyapaar.order-events``.
+
+    No retention limit is set here, so a read model can always be rebuilt from the first
+    event; an operator who would rather cap the disk sets a RabbitMQ policy
+    (``max-age`` / ``max-length-bytes``) on it, knowing a rebuild then starts later.
+    """
+    log_queue = await channel.declare_queue(
+        topology.event_log, durable=True, arguments={"x-queue-type": "stream"}
+    )
+    await log_queue.bind(topology.order_events_exchange, "")
+    return log_queue
 
 
 async def declare_consumer_queue(
@@ -201,7 +241,7 @@ async def declare_topology(
     """Declare the whole fixed topology (idempotent; safe to call from every component).
 
     Exchanges, ``<service>.commands`` for every service, ``operator.replies`` bound to
-    ``#``, every ``.dlq``; and delay queues when ``retry_delays`` is given (consumers
+    ``#``, every ``.dlq``, the event log; and delay queues when ``retry_delays`` is given (consumers
     declare their own delay queues at start anyway).
     """
     await declare_exchanges(channel, topology)
@@ -220,6 +260,7 @@ async def declare_topology(
         delivery_limit=delivery_limit,
         retry_delays=retry_delays,
     )
+    await declare_event_log(channel, topology)
     return topology
 
 
@@ -236,8 +277,10 @@ async def delete_topology(
         names = [queue, dlq_name(queue), *(retry_queue_name(queue, d) for d in retry_delays)]
         for name in names:
             await channel.queue_delete(name, if_unused=False, if_empty=False)
+    await channel.queue_delete(topology.event_log, if_unused=False, if_empty=False)
     await channel.exchange_delete(topology.commands_exchange, if_unused=False)
     await channel.exchange_delete(topology.events_exchange, if_unused=False)
+    await channel.exchange_delete(topology.order_events_exchange, if_unused=False)
 
 
 async def queue_depth(channel: AbstractChannel, queue: str) -> int:

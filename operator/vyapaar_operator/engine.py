@@ -3,9 +3,15 @@
 For every event (an observed change, a reply, a deadline) it reads the Order,
 asks the pure state machine (`saga.decide`) what to do, writes the new status
 with the resourceVersion it read (the status is the saga log and the
-operator's outbox), and only then publishes the commands and records the
-transitions as Kubernetes Events. A 409 Conflict means someone else wrote in
-between: re-read and decide again — decisions are pure, so that is safe.
+operator's outbox), and only then publishes the commands, records the
+transitions as Kubernetes Events and publishes the domain events the status
+holds in ``outbox`` -- dropping them from it in the next write once the broker
+has them (a finished saga gets one write of its own for that). A 409 Conflict
+means someone else wrote in between: re-read and decide again — decisions are
+pure, so that is safe.
+
+With tracing on, every event applied is a ``saga <Event>`` span, made once its status
+write succeeded, with its commands as ``send`` spans below it (:mod:`.saga_tracing`).
 """
 
 from __future__ import annotations
@@ -14,16 +20,18 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from vyapaar_messaging import tracing
 from vyapaar_messaging.metrics import message_type_label
 from vyapaar_messaging.outage import OutageLog
 
-from vyapaar_operator import metrics, observe, saga
+from vyapaar_operator import metrics, observe, saga, saga_tracing
 from vyapaar_operator.admission import Admission
 from vyapaar_operator.breaker import BreakerConfig, BreakerState
 from vyapaar_operator.breakers import Breakers, Change
@@ -32,6 +40,9 @@ from vyapaar_operator.orders import Conflict, Gone, OrderRef, OrderStore, has_fi
 
 log = logging.getLogger(__name__)
 
+EVENT_RETRY_PAUSE = 2.0
+"""Seconds before publishing an Order's domain events again after a publish failed."""
+
 FINISHED_REMEMBERED = 10_000
 """Finished sagas whose last version is kept to recognise their stale watch events."""
 
@@ -39,8 +50,11 @@ EventFactory = Callable[[Mapping[str, Any], saga.SagaState], saga.Event | None]
 """Given the Order as just read and its saga state, the event to apply (None: nothing)."""
 
 
-class CommandBus(Protocol):
+class MessageBus(Protocol):
     async def send(self, obj: Mapping[str, Any], command: saga.Command) -> None: ...
+
+    async def publish_event(self, obj: Mapping[str, Any], state: saga.SagaState,
+                            event: saga.DomainEvent) -> None: ...
 
 
 class EventRecorder(Protocol):
@@ -52,6 +66,8 @@ class _Waiting:
     make_event: EventFactory
     done: asyncio.Future[saga.SagaState | None]
     seen: Mapping[str, Any] | None
+    context: Any = None
+    """The trace context the event arrived with (tracing on; see :mod:`.saga_tracing`)."""
 
 
 @dataclass
@@ -96,6 +112,15 @@ def _newest_seen(seen: Iterable[Mapping[str, Any] | None]) -> Mapping[str, Any] 
     return newest
 
 
+def _without_outbox(status: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in status.items() if key != "outbox"}
+
+
+def _nothing(obj: Mapping[str, Any], state: saga.SagaState) -> saga.Event | None:
+    """No event: an apply that only publishes what the outbox still holds."""
+    return None
+
+
 def _start_if_pending(obj: Mapping[str, Any], state: saga.SagaState) -> saga.Event | None:
     if state.phase is not saga.Phase.PENDING or obj["metadata"].get("deletionTimestamp"):
         return None
@@ -111,7 +136,7 @@ class SagaEngine:
     def __init__(
         self,
         store: OrderStore,
-        bus: CommandBus,
+        bus: MessageBus,
         recorder: EventRecorder,
         config: saga.SagaConfig,
         deadlines: Deadlines,
@@ -148,8 +173,13 @@ class SagaEngine:
         self._finished: collections.OrderedDict[OrderRef, Mapping[str, Any]] = (
             collections.OrderedDict()
         )
+        # Of each Order (by UID), the newest domain event the broker has confirmed: the
+        # next write drops it and the ones before from the status outbox.
+        self._published: dict[OrderRef, tuple[str, int]] = {}
+        self._republishing: set[OrderRef] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._publishing = OutageLog(log, "publishing commands to RabbitMQ")
+        self._publishing_events = OutageLog(log, "publishing domain events to RabbitMQ")
         metrics.IN_FLIGHT_LIMIT.set(self.admission.limit)
 
     def _is_stale(self, ref: OrderRef, seen: Mapping[str, Any]) -> bool:
@@ -179,7 +209,7 @@ class SagaEngine:
             return None
         done: asyncio.Future[saga.SagaState | None] = asyncio.get_running_loop().create_future()
         mailbox = self._mailboxes.setdefault(ref, _Mailbox())
-        mailbox.waiting.append(_Waiting(make_event, done, seen))
+        mailbox.waiting.append(_Waiting(make_event, done, seen, tracing.current_context()))
         if len(mailbox.waiting) > 1:
             mailbox.joined.set()
         elif hold:
@@ -191,7 +221,8 @@ class SagaEngine:
             batch = self._mailboxes.pop(ref, _Mailbox()).waiting
             try:
                 state = await self._apply_batch(ref, [w.make_event for w in batch],
-                                                _newest_seen(w.seen for w in batch))
+                                                _newest_seen(w.seen for w in batch),
+                                                [w.context for w in batch])
             except BaseException as exc:
                 for waiting in batch:
                     if waiting.done is not done and not waiting.done.done():
@@ -203,7 +234,8 @@ class SagaEngine:
             return state
 
     async def _apply_batch(
-        self, ref: OrderRef, makers: list[EventFactory], seen: Mapping[str, Any] | None
+        self, ref: OrderRef, makers: list[EventFactory], seen: Mapping[str, Any] | None,
+        contexts: list[Any] | None = None,
     ) -> saga.SagaState | None:
         # The newest version known, unless `seen` is newer: it may have become stale while
         # this event waited for the lock (then it is read afresh if the saga has finished).
@@ -217,7 +249,8 @@ class SagaEngine:
                     self.forget(ref)
                     return None
             try:
-                return await self._apply_once(dict(obj), makers)
+                with saga_tracing.logged_as(obj), saga_tracing.attempt() as attempt:
+                    return await self._apply_once(dict(obj), makers, contexts or [], attempt)
             except Conflict:
                 metrics.STATUS_CONFLICTS.inc()
                 obj = None
@@ -227,7 +260,8 @@ class SagaEngine:
         raise GaveUp(f"{ref}: {self.write_retries} conflicting writes in a row")
 
     async def _apply_once(
-        self, obj: dict[str, Any], makers: list[EventFactory]
+        self, obj: dict[str, Any], makers: list[EventFactory], contexts: list[Any] | None = None,
+        attempt: saga_tracing.Attempt | None = None,
     ) -> saga.SagaState | None:
         ref = ref_of(obj)
         try:
@@ -235,12 +269,15 @@ class SagaEngine:
         except saga.UnknownSagaVersion as unknown:
             await self._leave_alone(obj, unknown)
             return None
-        obj = await self._ensure_finalizer(obj, state)
+        published = self._published_seq(ref, obj)
+        state = saga.forget_published(state, published)
+        obj = await self._ensure_finalizer(obj, state, attempt)
         decided = state
         commands: list[saga.Command] = []
         transitions: list[saga.Transition] = []
         observed: list[tuple[saga.SagaState, saga.Event, saga.Decision]] = []
-        for make_event in makers:
+        for index, make_event in enumerate(makers):
+            decided_at = time.time_ns() if attempt is not None else 0
             event = make_event(obj, decided)
             if event is None:
                 continue
@@ -248,30 +285,39 @@ class SagaEngine:
                 event = saga.Queued(limit=self.admission.limit, now=event.now)
             decision = saga.decide(decided, event, self.config)
             observed.append((decided, event, decision))
+            if attempt is not None:
+                attempt.decided(index, decided_at, decision)
             commands.extend(decision.commands)
             transitions.extend(decision.transitions)
             decided = decision.state
         new_status = decided.to_status()
         new_status["observedGeneration"] = obj["metadata"].get("generation")
-        changed = new_status != (obj.get("status") or {})
+        # Only dropping published events from the outbox is not worth a write of its own:
+        # the next write carries it (or the last one: :meth:`_publish_events`).
+        changed = _without_outbox(new_status) != _without_outbox(obj.get("status") or {})
         if changed:
-            obj = await self.store.replace_status(obj, new_status)
+            with saga_tracing.untraced(attempt, "PUT orders/status"):
+                obj = await self.store.replace_status(obj, new_status)
             if not decided.is_terminal:
                 self._remember(ref, obj, decided)  # before publishing: replies may be quick
+        if attempt is not None:  # written: the decision's spans (a conflict leaves none)
+            attempt.open(obj, observed, contexts or [])
         breaker_changes: list[Change] = []
         for before, event, decision in observed:
             metrics.observe_decision(before, event, decision,
                                      changed=changed and decision.state != before)
             breaker_changes += self.breakers.observe(before, event)
         unsent, held = [], []
-        for command in commands:
+        for index, command in enumerate(commands):
             if not command.compensation:  # an undo is never held back
                 allowed, changed_breakers = self.breakers.admit(command.service, utcnow())
                 breaker_changes += changed_breakers
                 if not allowed:
                     held.append(command)
                     continue
-            if not await self._publish(obj, command):
+            with saga_tracing.for_command(attempt, index):
+                sent = await self._publish(obj, command)
+            if not sent:
                 unsent.append(command)
         if unsent:
             self._record_unsent(ref, unsent)
@@ -285,12 +331,69 @@ class SagaEngine:
             await self.recorder.record(obj, change.transition(self.breakers.config))
             if change.new is BreakerState.CLOSED:
                 self._wake(change.service)
-        if decided.is_terminal and not state.is_terminal:
+        obj, decided = await self._publish_events(obj, decided, published)
+        if decided.is_terminal and (not state.is_terminal or state.outbox):
             # Let a deletion proceed now, not on the next watch event.
             with contextlib.suppress(Conflict):  # that next event will retry it
                 obj = await self._ensure_finalizer(obj, decided)
         self._track(obj, decided)
         return decided
+
+    def _published_seq(self, ref: OrderRef, obj: Mapping[str, Any]) -> int:
+        uid, seq = self._published.get(ref, ("", 0))
+        return seq if uid == obj["metadata"]["uid"] else 0
+
+    async def _publish_events(
+        self, obj: dict[str, Any], state: saga.SagaState, published: int
+    ) -> tuple[dict[str, Any], saga.SagaState]:
+        """Publish the outbox's events the broker does not have yet, oldest first.
+
+        A finished saga writes no more, so it drops its published events in a write of its
+        own (its last: a restarted operator would otherwise publish them again, and its
+        finalizer stays until then: a deleted Order's last events are not lost).  Should a
+        publish fail, the saga's next write -- or a retry after a pause -- publishes it
+        again; its subscribers drop whatever they already have.
+        """
+        ref = ref_of(obj)
+        uid = obj["metadata"]["uid"]
+        for event in state.outbox:
+            if event.seq <= published:
+                continue
+            try:
+                await self.bus.publish_event(obj, state, event)
+            except Exception as exc:
+                self._publishing_events.failed(f"{event.reason} of {ref}: {exc}")
+                self._republish_later(ref)
+                return obj, state
+            self._publishing_events.succeeded()
+            published = event.seq
+            self._published[ref] = (uid, published)
+        if state.is_terminal and state.outbox:
+            done = saga.forget_published(state, published)
+            status = done.to_status()
+            status["observedGeneration"] = obj["metadata"].get("generation")
+            # On a conflict, the next look publishes them again (same ids) and drops them.
+            with contextlib.suppress(Conflict):
+                return await self.store.replace_status(obj, status), done
+        return obj, state
+
+    def _republish_later(self, ref: OrderRef) -> None:
+        """Publish an Order's unpublished events again after a pause (once at a time)."""
+        if ref in self._republishing:
+            return
+        self._republishing.add(ref)
+
+        async def again() -> None:
+            try:
+                await asyncio.sleep(EVENT_RETRY_PAUSE)
+                self._republishing.discard(ref)
+                await self.apply(ref, _nothing)
+            except Exception as exc:
+                log.warning("publishing the domain events of %s again failed: %s", ref, exc)
+            finally:
+                self._republishing.discard(ref)
+
+        self._spawn(again())
 
     async def _leave_alone(self, obj: dict[str, Any], unknown: saga.UnknownSagaVersion) -> None:
         """Never drive a saga on a flow it did not start on: say so once (a condition and
@@ -306,18 +409,21 @@ class SagaEngine:
                                                         "Warning"))
 
     async def _ensure_finalizer(
-        self, obj: dict[str, Any], state: saga.SagaState
+        self, obj: dict[str, Any], state: saga.SagaState,
+        attempt: saga_tracing.Attempt | None = None,
     ) -> dict[str, Any]:
-        """Hold the finalizer while the saga runs or awaits repair; drop it once it is done.
+        """Hold the finalizer while the saga runs, awaits repair or has events to publish;
+        drop it once it is done.
 
         Where the cluster adds it at creation (a MutatingAdmissionPolicy, the gateway),
         this costs no write.
         """
-        wanted = not state.is_terminal or state.needs_repair
+        wanted = not state.is_terminal or state.needs_repair or bool(state.outbox)
         if has_finalizer(obj) != wanted:
             if wanted and obj["metadata"].get("deletionTimestamp"):
                 return obj  # a finalizer cannot be added to an object being deleted
-            obj = await self.store.set_finalizer(obj, wanted)
+            with saga_tracing.untraced(attempt, "PATCH orders"):
+                obj = await self.store.set_finalizer(obj, wanted)
         return obj
 
     async def _publish(self, obj: Mapping[str, Any], command: saga.Command) -> bool:
@@ -371,7 +477,10 @@ class SagaEngine:
             except Exception as exc:
                 log.warning("%s of %s failed: %s", what, ref, exc)
 
-        task = asyncio.create_task(apply())
+        self._spawn(apply())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -406,6 +515,7 @@ class SagaEngine:
         metrics.forget(ref)
         self._newest.pop(ref, None)
         self._states.pop(ref, None)
+        self._published.pop(ref, None)
         self._finished.pop(ref, None)
         self.admission.forget(ref)
         metrics.QUEUED.set(self.admission.queued)

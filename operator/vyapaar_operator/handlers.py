@@ -20,6 +20,7 @@ import aiohttp
 import kopf
 import prometheus_client
 from kubernetes_asyncio import client, config
+from vyapaar_messaging import tracing
 from vyapaar_messaging.outage import OutageLog
 from vyapaar_messaging.publisher import Publisher
 from vyapaar_messaging.topology import Topology, declare_topology
@@ -27,7 +28,7 @@ from vyapaar_messaging.topology import Topology, declare_topology
 from vyapaar_operator import observe, replies, saga
 from vyapaar_operator.admission import Admission
 from vyapaar_operator.breakers import Breakers
-from vyapaar_operator.bus import RabbitCommandBus
+from vyapaar_operator.bus import RabbitMessageBus
 from vyapaar_operator.deadlines import Deadlines
 from vyapaar_operator.engine import SagaEngine, utcnow
 from vyapaar_operator.events import KubernetesEventRecorder
@@ -57,8 +58,11 @@ async def _api_client() -> client.ApiClient:
     # `settings.networking.trust_env`), talk to the apiserver directly, on the same pool.
     rest = api.rest_client
     shared = rest.pool_manager
+    # With tracing on, its requests are CLIENT spans under the current span (a status
+    # write under its saga span); kopf's own sessions are left alone.
     rest.pool_manager = aiohttp.ClientSession(connector=shared.connector, trust_env=False,
-                                              read_bufsize=2**21)
+                                              read_bufsize=2**21,
+                                              trace_configs=tracing.aiohttp_trace_configs())
     shared.detach()
     return api
 
@@ -98,7 +102,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     deadlines = Deadlines()
     engine = SagaEngine(
         OrderStore(api),
-        RabbitCommandBus(publisher),
+        RabbitMessageBus(publisher),
         KubernetesEventRecorder(api, instance=socket.gethostname()),
         ours.saga_config(),
         deadlines,
@@ -138,6 +142,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         await memo.connection.close()
     if "api" in memo:
         await memo.api.close()
+    tracing.shutdown()  # export the spans still buffered
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -161,8 +166,12 @@ async def order_changed(type: str | None, body: kopf.Body, memo: kopf.Memo,
         resumed = isinstance(event, saga.Resume)
         return event
 
+    # The order's trace: its creator's span, else the root the saga's first decision makes.
+    root = (tracing.context_from(tracing.order_root_traceparent(obj["metadata"]))
+            if tracing.ENABLED else contextlib.nullcontext())
     try:
-        await engine.apply(ref, implied, seen=obj)
+        with root:
+            await engine.apply(ref, implied, seen=obj)
     except Exception as exc:
         if not apiserver_unavailable(exc):
             raise

@@ -130,6 +130,11 @@ COMMANDS = Counter(
     "Commands published to the services, by message type and kind (forward|compensation).",
     ["type", "kind"],
 )
+EVENTS_PUBLISHED = Counter(
+    "vyapaar_saga_events_published",
+    "Domain events published to vyapaar.order-events (confirmed by the broker), by reason.",
+    ["reason"],
+)
 TRANSITIONS = Counter(
     "vyapaar_saga_transitions",
     "Saga transitions (announced ones also become Kubernetes Events), by reason and type.",

@@ -40,6 +40,12 @@ like one the broker refused -- and no deadline fires; replies are still recorded
 are facts.  Unpaused, it sends every command in flight (the same attempt) with its
 timeout counted from then, so a pause never counts as a timeout.
 
+Every transition is also a domain event (:class:`DomainEvent`, numbered per order):
+``decide`` appends it to ``status.outbox``, the operator publishes it after the write and
+drops it from the outbox once the broker confirmed it (:func:`forget_published`), so a
+restarted operator neither loses an event nor invents one -- at worst it publishes one
+again, with the same id.
+
 Replies are at-least-once and may be late, duplicated or out of order.  A reply
 is applied only if the step is still waiting for exactly that kind of reply;
 anything else is ignored, which makes applying a reply idempotent.
@@ -579,6 +585,30 @@ class TimelineEntry:
 
 
 @dataclass(frozen=True)
+class DomainEvent:
+    """One transition as the world outside hears of it: an ``OrderEvent`` (the contract in
+    ``vyapaar_messaging.contracts``), waiting in ``status.outbox`` until published."""
+
+    seq: int
+    time: datetime
+    reason: str
+    message: str
+    type: Literal["Normal", "Warning"]
+    phase: Phase
+    """The order's phase after the decision that made the transition."""
+    announced: bool
+    step: str | None = None
+    """The step it is about (its ``startedAt`` in the status says when it began)."""
+    captured: int = 0
+    refunded: int = 0
+
+
+UNPUBLISHED_REASONS = frozenset({"CommandNotSent", "CommandHeld"})
+"""Transitions that are not events: the operator's own delivery trouble, which says
+nothing about the order (and repeats with every failed publish)."""
+
+
+@dataclass(frozen=True)
 class SagaState:
     """The whole saga log of one Order; ``to_status()`` is what the Order's status holds."""
 
@@ -599,6 +629,10 @@ class SagaState:
     finished_at: datetime | None = None
     paused_at: datetime | None = None
     """Since when the saga is held by ``spec.paused``; None while it runs."""
+    event_seq: int = 0
+    """The seq of the newest domain event (0: none yet)."""
+    outbox: tuple[DomainEvent, ...] = ()
+    """Domain events recorded but not yet confirmed published, oldest first."""
 
     @classmethod
     def new(cls, uid: str, spec: OrderSpec) -> SagaState:
@@ -670,6 +704,8 @@ class SagaState:
                 {"time": format_time(e.time), "reason": e.reason, "message": e.message}
                 for e in self.timeline
             ],
+            "eventSeq": self.event_seq or None,
+            "outbox": [_event_to_status(e) for e in self.outbox] or None,
         })
 
     @classmethod
@@ -713,6 +749,8 @@ class SagaState:
             started_at=_parse_time_or_none(status.get("startedAt")),
             finished_at=_parse_time_or_none(status.get("finishedAt")),
             paused_at=_parse_time_or_none(status.get("pausedAt")),
+            event_seq=int(status.get("eventSeq") or 0),
+            outbox=tuple(_event_from_status(e) for e in status.get("outbox") or ()),
         )
 
 
@@ -869,6 +907,10 @@ class Transition:
     type: Literal["Normal", "Warning"] = "Normal"
     step: str | None = None
     routine: bool = False
+    captured: int = 0
+    """Money the transition captured, in minor units (the payment step succeeded)."""
+    refunded: int = 0
+    """Money it refunded (a refund was confirmed)."""
 
     @property
     def announced(self) -> bool:
@@ -898,7 +940,15 @@ def decide(state: SagaState, event: Event, config: SagaConfig) -> Decision:
     decision = _then(decision, lambda current: _known_version(current, now))
     decision = _then(decision, lambda current: _handle(current, event, now, config))
     decision = _then(decision, lambda current: _pause_from_spec(current, now, config))
-    return _record_timeline(_hold_while_paused(decision, now), now, config)
+    decision = _record_timeline(_hold_while_paused(decision, now), now, config)
+    return _record_events(decision, now)
+
+
+def forget_published(state: SagaState, upto: int) -> SagaState:
+    """``state`` without the outbox's events up to seq ``upto``: the broker has them."""
+    if not any(e.seq <= upto for e in state.outbox):
+        return state
+    return replace(state, outbox=tuple(e for e in state.outbox if e.seq > upto))
 
 
 def next_deadline(state: SagaState) -> datetime | None:
@@ -955,8 +1005,11 @@ def _emit(
     step: str | None = None,
     *,
     routine: bool = False,
+    captured: int = 0,
+    refunded: int = 0,
 ) -> Decision:
-    return Decision(state, transitions=(Transition(reason, message, type_, step, routine),))
+    return Decision(state, transitions=(
+        Transition(reason, message, type_, step, routine, captured, refunded),))
 
 
 PHASE_CHANGES: Mapping[str, Phase] = {
@@ -983,6 +1036,25 @@ def _record_timeline(decision: Decision, now: datetime, config: SagaConfig) -> D
     )
     kept = _trim_timeline(entries, config.timeline_limit)
     return replace(decision, state=replace(decision.state, timeline=kept))
+
+
+def _record_events(decision: Decision, now: datetime) -> Decision:
+    """Every transition but the operator's delivery trouble becomes the next domain event."""
+    state = decision.state
+    events = list(state.outbox)
+    seq = state.event_seq
+    for transition in decision.transitions:
+        if transition.reason in UNPUBLISHED_REASONS:
+            continue
+        seq += 1
+        events.append(DomainEvent(
+            seq=seq, time=now, reason=transition.reason, message=transition.message,
+            type=transition.type, phase=state.phase, announced=transition.announced,
+            step=transition.step, captured=transition.captured, refunded=transition.refunded,
+        ))
+    if seq == state.event_seq:
+        return decision
+    return replace(decision, state=replace(state, event_seq=seq, outbox=tuple(events)))
 
 
 def _trim_timeline(entries: tuple[TimelineEntry, ...], limit: int
@@ -1122,8 +1194,9 @@ def _on_success(
         state=StepState.SUCCEEDED, deadline=None, finished_at=now, last_error=None,
     )
     state = state.with_step(succeeded)
+    captured = _amount(payload) if step.definition.success == "PaymentCaptured" else 0
     decision = _emit(state, step.definition.success, _success_message(state, succeeded),
-                     step=step.name, routine=True)
+                     step=step.name, routine=True, captured=captured)
     if step.name in state.flow.forward:
         following = state.flow.after(step.name)
         if following is None:
@@ -1279,8 +1352,13 @@ def _on_compensated(
     state = state.with_step(compensated)
     if state.phase is Phase.COMPENSATION_FAILED:
         state = _resume_compensating(state, now)
+    refunded = 0 if noop is True else _amount(payload)
+    # A refund of a capture whose reply never came (the step timed out): the capture
+    # happened all the same, and the ledger has it.
+    unseen = refunded if step.charge_id is None else 0
     decision = _emit(state, step.definition.compensation_reply or "StepCompensated",
-                     _compensated_message(state, compensated), step=step.name)
+                     _compensated_message(state, compensated), step=step.name,
+                     captured=unseen, refunded=refunded)
     return _then(decision, lambda s: _compensate_next(s, now, config))
 
 
@@ -1685,6 +1763,12 @@ def _with_ids(step: Step, payload: Mapping[str, Any]) -> Step:
     )
 
 
+def _amount(payload: Mapping[str, Any]) -> int:
+    """A reply's ``amount`` (minor units; 0 if it has none)."""
+    amount = payload.get("amount")
+    return amount if isinstance(amount, int) and not isinstance(amount, bool) else 0
+
+
 def _success_message(state: SagaState, step: Step) -> str:
     money = _money(state.spec.total, state.spec.currency)
     messages = {
@@ -1810,6 +1894,36 @@ def _step_from_status(name: str, status: Mapping[str, Any]) -> Step:
     return _with_ids(step, status)
 
 
+def _event_to_status(event: DomainEvent) -> dict[str, Any]:
+    return _without_nones({
+        "seq": event.seq,
+        "time": format_time(event.time),
+        "reason": event.reason,
+        "message": event.message,
+        "type": None if event.type == "Normal" else event.type,
+        "step": event.step,
+        "phase": event.phase.value,
+        "announced": event.announced or None,
+        "captured": event.captured or None,
+        "refunded": event.refunded or None,
+    })
+
+
+def _event_from_status(status: Mapping[str, Any]) -> DomainEvent:
+    return DomainEvent(
+        seq=int(status["seq"]),
+        time=parse_time(str(status["time"])),
+        reason=str(status["reason"]),
+        message=str(status.get("message") or ""),
+        type="Warning" if status.get("type") == "Warning" else "Normal",
+        phase=Phase(status["phase"]),
+        announced=status.get("announced") is True,
+        step=None if status.get("step") is None else str(status["step"]),
+        captured=int(status.get("captured") or 0),
+        refunded=int(status.get("refunded") or 0),
+    )
+
+
 def _condition_to_status(condition: Condition) -> dict[str, Any]:
     return {
         "type": condition.type,
@@ -1840,6 +1954,7 @@ __all__ = [
     "STEPS",
     "TEMPLATES",
     "TERMINAL_PHASES",
+    "UNPUBLISHED_REASONS",
     "Address",
     "BreakerClosed",
     "CancelRequested",
@@ -1848,6 +1963,7 @@ __all__ = [
     "Customer",
     "Decision",
     "Deleted",
+    "DomainEvent",
     "Event",
     "Flow",
     "Held",
@@ -1873,6 +1989,7 @@ __all__ = [
     "Transition",
     "UnknownSagaVersion",
     "decide",
+    "forget_published",
     "format_time",
     "idempotency_key",
     "next_deadline",

@@ -1,7 +1,9 @@
 """``python -m vyapaar_services NAME``: run one service by name (what the services image runs).
 
-One image carries the five services; the name picks one. An unknown name fails at once
-with the list, exit code 64 (EX_USAGE), before anything connects anywhere.
+One image carries the six services (inventory, payment, shipping, notification, analytics and
+the gateway); the name picks one. An unknown name fails at once with the list, exit code 64
+(EX_USAGE), before anything connects anywhere. Analytics takes its own commands after its
+name: ``python -m vyapaar_services analytics rebuild`` (a one-shot, e.g. a Job's args).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-SERVICES = ("inventory", "payment", "shipping", "notification", "gateway")
+SERVICES = ("inventory", "payment", "shipping", "notification", "analytics", "gateway")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,6 +22,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vyapaar_services: unknown service {name!r}; choose one of: "
               f"{', '.join(SERVICES)}", file=sys.stderr)
         return 64
+    if name == "analytics":  # the service, or one of its commands (`analytics rebuild`)
+        from vyapaar_services.analytics.__main__ import main as run_analytics
+
+        return run_analytics(args[1:])
     if name == "gateway":  # no database, no broker: its own settings and runner
         from vyapaar_services.gateway.app import main as run_gateway
 

@@ -130,7 +130,7 @@ def test_each_service_account_can_do_exactly_what_its_component_needs(
         operator = f"system:serviceaccount:{namespace}:{fullname}-operator"
         assert can_i(kubectl, namespace, operator) - baseline == expected_home
         assert can_i(kubectl, "default", operator) - baseline == expected_elsewhere
-        for service in ("inventory", "payment", "shipping", "notification"):
+        for service in ("inventory", "payment", "shipping", "notification", "analytics"):
             account = f"system:serviceaccount:{namespace}:{fullname}-{service}"
             assert can_i(kubectl, namespace, account) == baseline, service
     finally:

@@ -25,7 +25,7 @@ from vyapaar_stack.testing import HELM_NAMESPACE_PREFIX, order_manifest
 pytestmark = [pytest.mark.slow, pytest.mark.node]
 
 SAMPLES = REPO_ROOT / "manifests" / "samples"
-SERVICES = ("inventory", "payment", "shipping", "notification")
+SERVICES = ("inventory", "payment", "shipping", "notification", "analytics")
 RELEASE = "vyn"
 
 

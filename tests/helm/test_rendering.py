@@ -22,7 +22,8 @@ RELEASE, NAMESPACE = "vn", "vyapaar"
 FULLNAME = "vn-vyapaar-nexus"
 OPERATOR_SA = f"{FULLNAME}-operator"
 GATEWAY = f"{FULLNAME}-gateway"
-SERVICES = ("inventory", "payment", "shipping", "notification")
+SERVICES = ("inventory", "payment", "shipping", "notification", "analytics")
+ANALYTICS = f"{FULLNAME}-analytics"
 #: the two tenants of ci/full-values.yaml, and the plain token of the second
 TENANT_NAMESPACES = ("vyapaar-ci-orders-a", "vyapaar-ci-orders-b")
 PLAIN_TOKEN = "ci-only-token-not-a-secret-0123456789"
@@ -288,7 +289,7 @@ def test_network_policies_deny_by_default_and_allow_exactly_the_flows(render: Re
     assert egress_ports("operator") == [{443, 6443}, {5672}, dns]
     assert _peers(policies["operator"]["egress"][0]) == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
     assert egress_ports("inventory") == [{5432}, {5672}, {6379}, dns]
-    for name in ("payment", "shipping", "notification"):
+    for name in ("payment", "shipping", "notification", "analytics"):
         assert egress_ports(name) == [{5432}, {5672}, dns]
     # bring-your-own PostgreSQL: only at the configured address; bundled RabbitMQ: only its pod
     assert _peers(policies["payment"]["egress"][0]) == [{"ipBlock": {"cidr": "10.20.0.0/16"}}]
@@ -315,6 +316,103 @@ def test_network_policies_deny_by_default_and_allow_exactly_the_flows(render: Re
         "app.kubernetes.io/component"] == "test"
     test_to = policies["test"]["egress"][0]["to"][0]["podSelector"]["matchExpressions"][1]
     assert "gateway" in test_to["values"]
+
+
+def test_analytics_reaches_only_its_database_and_the_broker_and_only_scrapers_reach_it(
+        render: Render) -> None:
+    """A read model: it talks to nothing but its database and the broker (and DNS); no
+    component of the release calls it (the gateway does not), only Prometheus, the chart's
+    test pod and networkPolicy.servicesHttpFrom reach its HTTP port."""
+    peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "reports"}}}
+    objects = render_ci(render, "full-values.yaml",
+                        "networkPolicy.servicesHttpFrom[0].namespaceSelector.matchLabels"
+                        ".kubernetes\\.io/metadata\\.name=reports")
+    policies = {p["metadata"]["name"]: p["spec"] for p in of(objects, "NetworkPolicy")}
+    policy = policies[ANALYTICS]
+    assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "analytics"
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    postgresql, rabbitmq, dns = policy["egress"]
+    assert postgresql == {"ports": [{"protocol": "TCP", "port": 5432}],
+                          "to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]}  # bring-your-own
+    assert rabbitmq["ports"] == [{"protocol": "TCP", "port": 5672}]  # the bundled pod
+    assert _peers(rabbitmq)[0]["podSelector"]["matchLabels"][
+        "app.kubernetes.io/component"] == "rabbitmq"
+    assert {p["port"] for p in dns["ports"]} == {53}
+    (ingress,) = policy["ingress"]
+    assert ingress["ports"] == [{"protocol": "TCP", "port": "http"}]
+    prometheus = {"namespaceSelector": {}, "podSelector": {
+        "matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+    test_pod = {"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "vyapaar-nexus", "app.kubernetes.io/instance": RELEASE,
+        "app.kubernetes.io/component": "test"}}}
+    assert ingress["from"] == [prometheus, peer, test_pod]
+    # the bundled RabbitMQ lets it in; the bundled Redis does not, and the gateway may not
+    # call it (its egress goes to the API server, Redis and DNS only)
+    clients = policies[f"{FULLNAME}-rabbitmq"]["ingress"][0]["from"][0]["podSelector"][
+        "matchExpressions"][1]["values"]
+    assert "analytics" in clients
+    redis = policies[f"{FULLNAME}-redis"]["ingress"][0]["from"][0]["podSelector"][
+        "matchExpressions"][1]["values"]
+    assert "analytics" not in redis
+    gateway_ports = {p["port"] for rule in policies[GATEWAY]["egress"]
+                     for p in rule.get("ports", [])}
+    assert not gateway_ports & {8085, "http"}
+    test_to = policies[f"{FULLNAME}-test"]["egress"][0]["to"][0]["podSelector"][
+        "matchExpressions"][1]
+    assert "analytics" in test_to["values"]
+
+
+def test_the_analytics_pod_is_hardened_probed_and_wired_like_the_services(
+        render: Render, scenario: Path) -> None:
+    objects = render(scenario, release=RELEASE, namespace=NAMESPACE)
+    (analytics,) = deployment(objects, "-analytics")
+    assert analytics["metadata"]["name"] == ANALYTICS
+    spec = analytics["spec"]["template"]["spec"]
+    assert_restricted("analytics", spec)
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["enableServiceLinks"] is False
+    assert spec["serviceAccountName"] == ANALYTICS
+    (container,) = spec["containers"]
+    assert container["name"] == "analytics" and container["args"] == ["analytics"]
+    assert container["image"].split(":")[0].endswith("/services")
+    assert container["ports"] == [{"name": "http", "containerPort": 8085, "protocol": "TCP"}]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    env = {e["name"]: e for e in container["env"]}
+    assert "VYAPAAR_REDIS_URL" not in env  # PostgreSQL and RabbitMQ only
+    assert "secretKeyRef" in env["VYAPAAR_DATABASE_URL"]["valueFrom"]
+    assert "secretKeyRef" in env["VYAPAAR_AMQP_URL"]["valueFrom"]
+    assert env["VYAPAAR_DB_SCHEMA"]["value"] == "analytics"
+    assert env["VYAPAAR_HTTP_HOST"]["value"] == "0.0.0.0"
+    assert env["VYAPAAR_HTTP_PORT"]["value"] == "8085"
+    (service,) = [s for s in of(objects, "Service") if s["metadata"]["name"] == ANALYTICS]
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [{"name": "http", "port": 8085, "targetPort": "http",
+                                         "protocol": "TCP"}]
+    (account,) = [a for a in of(objects, "ServiceAccount")
+                  if a["metadata"]["name"] == ANALYTICS]
+    assert account["automountServiceAccountToken"] is False
+    assert ANALYTICS not in grants(objects)  # no Kubernetes API access at all
+
+
+def test_analytics_can_be_turned_off_and_then_nothing_names_it(render: Render) -> None:
+    objects = render_ci(render, "full-values.yaml", "services.analytics.enabled=false")
+    named = [f"{o['kind']}/{o['metadata']['name']}" for o in objects
+             if o["metadata"]["name"] == ANALYTICS]
+    assert not named
+    (test_pod,) = [o for o in objects if chart.is_hook(o)]
+    assert not [u for u in test_pod["spec"]["containers"][0]["args"] if "analytics" in u]
+    policies = {p["metadata"]["name"]: p["spec"] for p in of(objects, "NetworkPolicy")}
+    clients = policies[f"{FULLNAME}-rabbitmq"]["ingress"][0]["from"][0]["podSelector"][
+        "matchExpressions"][1]["values"]
+    assert "analytics" not in clients
+    # its schema's name may differ from the service's
+    schema = render_ci(render, "byo-values.yaml", "services.analytics.dbSchema=analytics_eu")
+    (analytics,) = deployment(schema, "-analytics")
+    env = {e["name"]: e.get("value")
+           for e in analytics["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["VYAPAAR_DB_SCHEMA"] == "analytics_eu"
 
 
 def test_the_gateway_is_open_to_anyone_unless_told_otherwise(render: Render) -> None:

@@ -46,6 +46,10 @@ REFUSED = [
      "IfNotPresent"),
     ({"services": {"inventory": {"dbSchema": "Bad-Schema"}}},
      "at '/services/inventory/dbSchema'", "Bad-Schema"),
+    ({"services": {"analytics": {"enabled": "yes"}}}, "at '/services/analytics/enabled'",
+     "boolean"),
+    ({"services": {"analytics": {"port": 0}}}, "at '/services/analytics/port'", "minimum"),
+    ({"services": {"analytics": {"replica": 2}}}, "at '/services/analytics'", "'replica'"),
     # the gateway
     ({"gateway": {"replica": 2}}, "at '/gateway'", "'replica'"),
     ({"gateway": {"rateLimit": "fast"}}, "at '/gateway/rateLimit'", "'fast' does not match"),

@@ -103,7 +103,7 @@ def test_the_base_runs_the_system_and_completes_an_order(
     system.kubectl("rollout", "status", "deployment", "-n", system.namespace, "--timeout=300s")
     pods = system.pods()
     assert {p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pods} == {
-        "operator", "inventory", "payment", "shipping", "notification", "gateway"}
+        "operator", "inventory", "payment", "shipping", "notification", "analytics", "gateway"}
     assert {p["spec"]["nodeName"] for p in pods} == {system.config.node.node_name}
     system.put_stock(demo.load_stock())
     system.kubectl("apply", "-n", system.namespace, "-f", str(SAMPLE))

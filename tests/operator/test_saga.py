@@ -40,6 +40,7 @@ from vyapaar_operator.saga import (
     Tick,
     UnknownSagaVersion,
     decide,
+    forget_published,
     next_deadline,
     unknown_version_status,
 )
@@ -1275,7 +1276,8 @@ def test_the_status_uses_camel_case_and_rfc3339_utc_times() -> None:
     status = saga.state.to_status()
 
     assert set(status) == {"phase", "reason", "message", "total", "currency", "cancelRequested",
-                           "sagaVersion", "startedAt", "steps", "conditions", "timeline"}
+                           "sagaVersion", "startedAt", "steps", "conditions", "timeline",
+                           "eventSeq", "outbox"}
     assert list(status["steps"]) == ["reserve", "pay", "ship", "commit", "notify"]
     assert set(status["steps"]["pay"]) == {
         "state", "attempts", "startedAt", "finishedAt", "chargeId"}
@@ -1345,15 +1347,30 @@ def test_the_forward_path_going_as_planned_is_not_announced() -> None:
 
 def test_a_completed_one_item_order_keeps_a_small_status() -> None:
     # The apiserver's cost of every write grows with the object (issue 9: at most 1.5 KB).
+    # The outbox carries only the events of one write: the operator drops them once the
+    # broker confirmed them (in its next write; after the last one, in a write of its own).
     saga = Saga.new()
+    outboxes: list[int] = []
+
+    def written() -> None:
+        outboxes.append(len(saga.state.outbox))
+        saga.state = forget_published(saga.state, saga.state.event_seq)
+
     saga.start()
+    written()
     saga.reply("StockReserved", "reserve", reservationId=str(uuid.uuid4()))
+    written()
     saga.reply("PaymentCaptured", "pay", chargeId="ch_" + uuid.uuid4().hex, amount=TOTAL,
                currency="INR")
+    written()
     saga.reply("ShipmentCreated", "ship", shipmentId=str(uuid.uuid4()), trackingId="VN0123456789")
+    written()
     saga.reply("StockCommitted", "commit")
+    written()
     saga.reply("NotificationSent", "notify", notificationId=str(uuid.uuid4()))
+    written()
     assert saga.state.phase is Phase.COMPLETED
+    assert max(outboxes) <= 2
     status = {**saga.state.to_status(), "observedGeneration": 1}
     assert len(json.dumps(status, separators=(",", ":"))) <= 1536
 
@@ -1428,3 +1445,91 @@ def test_config_rejects_nonsense() -> None:
         SagaConfig(step_timeout=timedelta(0))
     with pytest.raises(ValueError, match="timeline_limit"):
         SagaConfig(timeline_limit=101)  # the CRD keeps at most 100 entries
+
+
+# --- domain events: every transition, in the status outbox until published ----------------
+
+
+def test_every_transition_becomes_a_numbered_event_in_the_outbox() -> None:
+    saga = Saga.new().run_to(Phase.SHIPPING)
+    saga.succeed("CreateShipment")
+    saga.succeed("CommitStock")
+    saga.succeed("SendNotification")
+
+    events = saga.state.outbox
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert saga.state.event_seq == len(events)
+    assert [e.reason for e in events] == saga.reasons
+    assert events[0].reason == "SagaStarted" and events[-1].reason == "OrderCompleted"
+    assert events[-1].phase is Phase.COMPLETED
+    pay = next(e for e in events if e.reason == "PaymentCaptured")
+    assert pay.step == "pay"
+
+
+def test_the_announced_events_are_the_timeline() -> None:
+    saga = Saga.new().run_to(Phase.PAYING)
+    saga.reply("PaymentDeclined", "pay", reason="CARD_DECLINED")
+    saga.succeed("ReleaseStock")
+    saga.succeed("SendNotification")
+
+    announced = [(e.time, e.reason, e.message) for e in saga.state.outbox if e.announced]
+    assert announced == [(t.time, t.reason, t.message) for t in saga.state.timeline]
+    assert any(not e.announced for e in saga.state.outbox)  # the routine forward path
+
+
+def test_money_events_net_to_what_the_payment_ledger_holds() -> None:
+    captured = Saga.new().run_to(Phase.SHIPPING)
+    captured.reply("ShipmentRejected", "ship", reason="UNDELIVERABLE_ADDRESS")
+    captured.succeed("RefundPayment")
+    moved = [(e.reason, e.captured, e.refunded) for e in captured.state.outbox
+             if e.captured or e.refunded]
+    assert moved == [("PaymentCaptured", TOTAL, 0), ("PaymentRefunded", 0, TOTAL)]
+
+
+def test_a_refund_of_a_capture_the_saga_never_heard_of_reports_both() -> None:
+    saga = Saga.new().run_to(Phase.PAYING)
+    for _ in range(CONFIG.max_attempts):
+        saga.expire()  # the capture's replies are lost; the saga refunds what it cannot know
+    saga.reply("PaymentRefunded", "pay", refundId="rf-9", amount=TOTAL, noop=False)
+
+    refund = saga.state.outbox[-1]
+    assert (refund.reason, refund.captured, refund.refunded) == ("PaymentRefunded", TOTAL, TOTAL)
+
+
+def test_a_refund_with_nothing_to_undo_moves_no_money() -> None:
+    saga = Saga.new().run_to(Phase.PAYING)
+    for _ in range(CONFIG.max_attempts):
+        saga.expire()
+    saga.reply("PaymentRefunded", "pay", refundId=None, amount=0, noop=True)
+    assert (saga.state.outbox[-1].captured, saga.state.outbox[-1].refunded) == (0, 0)
+
+
+def test_the_operators_delivery_trouble_is_not_an_event() -> None:
+    saga = Saga.new().run_to(Phase.PAYING)
+    before = saga.state.event_seq
+
+    noted = not_sent(saga, saga.sent[-1])
+
+    assert [t.reason for t in noted.transitions] == ["CommandNotSent"]
+    assert saga.state.event_seq == before
+
+
+def test_published_events_leave_the_outbox_but_keep_their_numbers() -> None:
+    saga = Saga.new().run_to(Phase.PAYING)
+    upto = saga.state.event_seq
+
+    saga.state = forget_published(saga.state, upto)
+    assert saga.state.outbox == ()
+    saga.succeed("ChargePayment")
+
+    assert [e.seq for e in saga.state.outbox] == [upto + 1]
+    assert forget_published(saga.state, upto) is saga.state  # nothing of those left to drop
+
+
+def test_the_outbox_survives_the_status_round_trip() -> None:
+    saga = Saga.new().run_to(Phase.SHIPPING)
+    saga.reply("ShipmentRejected", "ship", reason="UNDELIVERABLE_ADDRESS")
+    status = json.loads(json.dumps(saga.state.to_status()))
+
+    assert SagaState.from_status(UID, saga.state.spec, status) == saga.state
+    assert status["eventSeq"] == len(status["outbox"])

@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from vyapaar_messaging import (
     Topology,
+    dlq_name,
     retry_queue_name,
 )
 from vyapaar_services.common.config import Settings
@@ -58,6 +59,9 @@ class RunningService:
     def __init__(self, client: TestClient[Any, Any], runtime: ServiceRuntime) -> None:
         self.client = client
         self.runtime = runtime
+        assert runtime.consumer is not None
+        self.queue = runtime.consumer.queue_name
+        """The queue it consumes (``<service>.commands``, or its own subscription's)."""
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -138,9 +142,12 @@ async def service_runner(
         await stop_service(running, database_url)
     channel = await amqp_connection.channel()
     for running in started:  # the delay queues of non-default tiers
-        queue = topology.command_queue(running.runtime.service)
+        queue = running.queue
         for delay in running.runtime.settings.retry_delays:
             await channel.queue_delete(
                 retry_queue_name(queue, delay), if_unused=False, if_empty=False
             )
+        if queue not in topology.consumer_queues():  # a subscription outside the topology
+            for name in (queue, dlq_name(queue)):
+                await channel.queue_delete(name, if_unused=False, if_empty=False)
     await channel.close()

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from vyapaar_stack import components
+from vyapaar_services.__main__ import SERVICES as LAUNCHED
+from vyapaar_stack import components, system
+from vyapaar_stack.config import StackConfig
 from vyapaar_stack.processes import Process, http_ok
 from vyapaar_stack.testing import OPERATOR_ENV, System
 
@@ -84,10 +86,20 @@ def test_restart_brings_a_service_back_with_a_new_process(running_system: System
     assert http_ok(f"{running_system.url('payment')}/readyz")
 
 
+def test_every_service_of_the_image_is_a_stack_component_with_its_own_port() -> None:
+    """Analytics too: started, stopped, restarted, scraped and reported like the others."""
+    assert (*system.SERVICES, "gateway") == LAUNCHED
+    product = [c.name for c in components._product_components(StackConfig())]
+    assert product == [*system.SERVICES, "gateway", "operator"]
+    ports = [system.PORTS.service(name) for name in LAUNCHED]
+    ports += [system.PORTS.operator_health, system.PORTS.operator_metrics]
+    assert len(set(ports)) == len(ports)
+
+
 def test_the_control_plane_processes_are_components_too(running_system: System) -> None:
     known = components.components(running_system.config)
     for name in ("etcd", "kube-apiserver", "rabbitmq", "postgres", "redis", "operator",
-                 "gateway", "inventory", "payment", "shipping", "notification"):
+                 "gateway", "inventory", "payment", "shipping", "notification", "analytics"):
         assert known[name].running(), f"{name} is not seen running"
         assert known[name].ready(), f"{name} is not seen ready"
 

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from vyapaar_services.common.config import DEFAULT_HTTP_PORTS
 from vyapaar_stack import images
 from vyapaar_stack.config import REPO_ROOT, StackConfig
 
-SERVICES = ("inventory", "payment", "shipping", "notification")
+SERVICES = ("inventory", "payment", "shipping", "notification", "analytics")
 PRODUCT = ("operator", "services")
 TAG = "test"
 MiB = 1024 * 1024
@@ -137,6 +138,11 @@ def test_the_operator_image_runs_the_operator_under_tini(product: dict[str, Path
     assert config["Cmd"] == ["python", "-m", "vyapaar_operator"]
 
 
+def test_the_services_image_exposes_the_port_of_every_service(product: dict[str, Path]) -> None:
+    exposed = set(oci_config(product["services"]).get("ExposedPorts") or {})
+    assert exposed == {f"{port}/tcp" for port in DEFAULT_HTTP_PORTS.values()}
+
+
 def test_the_services_image_runs_the_service_named_by_its_command(
         product: dict[str, Path]) -> None:
     config = oci_config(product["services"])
@@ -223,11 +229,11 @@ def test_each_service_starts_and_reads_its_settings(config: StackConfig,
 
 def test_the_launcher_refuses_an_unknown_service_with_the_list(
         config: StackConfig, product: dict[str, Path]) -> None:
-    result = in_image(config, "services", "analytics")
+    result = in_image(config, "services", "reporting")
     assert result.returncode == 64
     assert result.stderr.strip() == (
-        "vyapaar_services: unknown service 'analytics'; "
-        "choose one of: inventory, payment, shipping, notification, gateway")
+        "vyapaar_services: unknown service 'reporting'; "
+        "choose one of: inventory, payment, shipping, notification, analytics, gateway")
 
 
 @pytest.mark.parametrize("name", PRODUCT)

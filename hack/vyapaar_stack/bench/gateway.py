@@ -85,7 +85,8 @@ class Run:
         tokens.parent.mkdir(parents=True, exist_ok=True)
         tokens.write_text(yaml.safe_dump({"tenants": [
             {"name": "bench", "namespace": self.namespace, "token": self.token}]}))
-        env = {**self.config.env(), "KUBECONFIG": str(system.gateway_kubeconfig(self.config)),
+        env = {**self.config.env(), **system.tracing_env(self.config, "gateway"),
+               "KUBECONFIG": str(system.gateway_kubeconfig(self.config)),
                "VYAPAAR_HTTP_HOST": self.config.host,
                "VYAPAAR_HTTP_PORT": str(PORT), "VYAPAAR_GATEWAY_TOKENS_FILE": str(tokens),
                "VYAPAAR_GATEWAY_RATE_LIMIT": "1000000/second", "VYAPAAR_LOG_LEVEL": "WARNING"}

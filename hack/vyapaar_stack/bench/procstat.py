@@ -181,11 +181,13 @@ RUN_DIR_COMPONENTS: dict[str, tuple[str, ...]] = {
     "payment": ("payment",),
     "shipping": ("shipping",),
     "notification": ("notification",),
+    "analytics": ("analytics",),
     "gateway": ("gateway",),
     "rabbitmq": ("rabbitmq", "epmd"),
     "postgres": ("postgres",),
     "redis": ("redis",),
     "prometheus": ("prometheus",),
+    "jaeger": ("jaeger",),  # the trace backend: its CPU is tracing's cost too
 }
 #: component -> name of its pid file in kwokctl's cluster folder
 CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler",
@@ -205,7 +207,7 @@ def _matches(component: str, argv: list[str]) -> bool:
     if not argv:
         return False
     program = Path(argv[0]).name
-    if component in CONTROL_PLANE or component in ("redis", "prometheus"):
+    if component in CONTROL_PLANE or component in ("redis", "prometheus", "jaeger"):
         return program == {"redis": "redis-server"}.get(component, component)
     if component == "rabbitmq":
         return program == "beam.smp" and any("rabbit" in arg for arg in argv)

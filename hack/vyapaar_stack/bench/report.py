@@ -314,9 +314,10 @@ def comparison(systems: Mapping[str, Sequence[PointSummary]]) -> dict[str, Any]:
 def build(*, settings: Mapping[str, Any], operator: Mapping[str, Any], idle: IdleBaseline,
           points: Sequence[PointSummary], calibration: Mapping[str, Any] | None,
           peers: Mapping[str, Sequence[PointSummary] | str], started_at: str,
-          finished_at: str, plots: Sequence[str] = ()) -> dict[str, Any]:
+          finished_at: str, plots: Sequence[str] = (),
+          tracing: bool | None = None) -> dict[str, Any]:
     """The whole report as JSON-ready data. A peer maps to its points or to the reason it
-    did not run."""
+    did not run. `tracing`: whether the measured system exported spans (None: not known)."""
     systems: dict[str, Sequence[PointSummary]] = {OURS: points}
     systems.update({n: p for n, p in peers.items() if not isinstance(p, str)})
     return {
@@ -324,6 +325,7 @@ def build(*, settings: Mapping[str, Any], operator: Mapping[str, Any], idle: Idl
         "host": {"cpus": _cpus(), "kernel": platform.release(),
                  "python": platform.python_version()},
         "settings": dict(settings), "operator": dict(operator),
+        "tracing": None if tracing is None else ("on" if tracing else "off"),
         "idle": asdict(idle),
         "points": [asdict(p) for p in points],
         "calibration": dict(calibration) if calibration is not None else None,
@@ -381,6 +383,11 @@ def table(report: Mapping[str, Any]) -> str:
                  "CPU ms/order: all processes of the system, net of their idle CPU (the load "
                  "generator excluded); writes/order: apiserver POST/PATCH/PUT, net of the idle "
                  "background; status bytes: compact JSON of a completed Order's status.")
+    if report.get("tracing") == "on":
+        lines.append("Tracing: on (every process exported spans to the trace backend, whose "
+                     "own CPU is the `jaeger` row below).")
+    elif report.get("tracing") == "off":
+        lines.append("Tracing: off (no process exported spans).")
     lines += _cpu_by_process(points)
     lines += _calibration_lines(report.get("calibration"))
     lines += _comparison_lines(report.get("comparison"), report.get("peers", {}))

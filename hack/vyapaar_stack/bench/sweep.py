@@ -240,7 +240,7 @@ async def run(options: Options, progress: Progress | None = None,
         settings=settings,
         operator={"pid": operator_pid, "settings": calibrate.operator_settings(environ)},
         idle=idle, points=points, calibration=calibration, peers=peers, started_at=started,
-        finished_at=_now())
+        finished_at=_now(), tracing=bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")))
     data["processes"] = {name: pids for name, pids in ctx.processes.roots.items()
                          if name != BENCH_CLIENT}
     if options.plots:

@@ -24,7 +24,10 @@ from .. import components, system
 from ..config import StackConfig
 from .plan import Fault
 
-SERVICES = system.SERVICES
+#: the saga's services only: duplicates replay their outboxes of replies, and the run checks
+#: their command queues and outboxes (analytics is no step of the saga: no command queue, no
+#: replies; it only reads the order events)
+SERVICES = system.SAGA_SERVICES
 
 
 @dataclass

@@ -12,7 +12,7 @@
 | ``VYAPAAR_REDIS_URL`` | unset | ``redis://host:port/db``; optional (inventory hot-SKU locks) |
 | ``VYAPAAR_HTTP_HOST`` | 127.0.0.1 | bind address of the admin/read API (0.0.0.0 in a pod) |
 | ``VYAPAAR_HTTP_PORT`` | per service | inventory 8081, payment 8082, shipping 8083,
-  notification 8084 |
+  notification 8084, analytics 8085 |
 | ``VYAPAAR_OUTBOX_POLL_INTERVAL`` | 1.0 | seconds between outbox polls (NOTIFY wakes it earlier) |
 | ``VYAPAAR_RETENTION_DAYS`` | 7 | inbox rows and sent outbox rows older than this are deleted |
 | ``VYAPAAR_FAULT_ERROR_RATE`` | 0 | 0..1 probability that a simulated processor call fails |
@@ -37,6 +37,7 @@ DEFAULT_HTTP_PORTS: Final[dict[str, int]] = {
     "payment": 8082,
     "shipping": 8083,
     "notification": 8084,
+    "analytics": 8085,
     "gateway": 8080,
 }
 _SCHEMA_RE: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

@@ -16,6 +16,9 @@
      stores the reply as the key's result and adds it to the outbox;
 4. returns; the consumer acks the message only now, after the commit.
 
+The reply is built inside the consumer's ``process`` span, so with tracing on its
+traceparent names that span (see :mod:`vyapaar_messaging.tracing`).
+
 The outbox relay then publishes the reply to ``vyapaar.events`` as ``<service>.<Type>``.
 """
 
@@ -28,7 +31,7 @@ from typing import Any
 
 import asyncpg
 from pydantic import BaseModel
-from vyapaar_messaging import contracts
+from vyapaar_messaging import contracts, tracing
 from vyapaar_messaging import metrics as messaging_metrics
 from vyapaar_messaging.consumer import Ignored, PermanentError
 from vyapaar_messaging.envelope import Envelope
@@ -92,6 +95,7 @@ class CommandProcessor:
                 if first_time:
                     metrics.IDEMPOTENT_REPLAYS.labels(self.service, envelope.type).inc()
                 log.info("%s %s already handled; replaying %s", envelope.type, key, stored.type)
+                tracing.add_event("replayed", {"vyapaar.reply.id": stored.id})
                 await self._enqueue(conn, stored)
                 return
             if envelope.has_expired():

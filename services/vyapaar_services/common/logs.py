@@ -1,8 +1,10 @@
 """Structured logging: one JSON object per line on stderr.
 
 Fields: ``time`` (RFC 3339 UTC), ``level``, ``service``, ``logger``, ``message``, and when
-known ``correlationId`` (the order uid), ``messageId``, ``messageType``; ``exception`` with
-the traceback; plus anything passed as ``extra={...}``.
+known ``correlationId`` (the order uid), ``messageId``, ``messageType``, ``traceId`` (the
+current span's trace; with tracing off, the trace of the message being handled) and
+``spanId`` (the current span, tracing on); ``exception`` with the traceback; plus anything
+passed as ``extra={...}``.
 
 The correlation id is carried in a context variable, set by the consumer for each message
 (:func:`bind_message_context`) and by the HTTP middleware from ``X-Correlation-Id``.
@@ -18,6 +20,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from vyapaar_messaging import tracing
 from vyapaar_messaging.context import (
     bind_message_context,
     correlation_id_var,
@@ -61,6 +64,11 @@ class JsonFormatter(logging.Formatter):
             value = var.get()
             if value is not None:
                 entry[key] = value
+        trace_id, span_id = tracing.log_ids()
+        if trace_id is not None:
+            entry["traceId"] = trace_id
+        if span_id is not None:
+            entry["spanId"] = span_id
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 entry[key] = value

@@ -18,10 +18,12 @@ import contextlib
 import json
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 from aio_pika.abc import HeadersType
+from vyapaar_messaging import tracing
 from vyapaar_messaging.envelope import Envelope
 from vyapaar_messaging.outage import OutageLog
 from vyapaar_messaging.publisher import Publisher, PublishFailed
@@ -197,12 +199,17 @@ class OutboxRelay:
             async def publish(row: asyncpg.Record) -> str | None:
                 try:
                     envelope = Envelope.from_dict(_json(row["envelope"]))
-                    await self.publisher.publish(
-                        envelope,
-                        exchange=row["exchange"],
-                        routing_key=row["routing_key"],
-                        headers=_json(row["headers"]) or None,
-                    )
+                    with self._publish_span(envelope, row) as span:
+                        try:
+                            await self.publisher.publish(
+                                envelope,
+                                exchange=row["exchange"],
+                                routing_key=row["routing_key"],
+                                headers=_json(row["headers"]) or None,
+                            )
+                        except PublishFailed as exc:
+                            tracing.set_outcome(span, "failed", str(exc))
+                            raise
                 except PublishFailed as exc:
                     return str(exc)
                 return None
@@ -226,6 +233,30 @@ class OutboxRelay:
                     failed,
                 )
             return len(sent), len(rows)
+
+    @staticmethod
+    def _publish_span(
+        envelope: Envelope, row: asyncpg.Record
+    ) -> contextlib.AbstractContextManager[Any]:
+        """PRODUCER span ``publish <Type>`` (tracing on): a child of the span the stored
+        envelope names (e.g. the consumer's ``process`` span that made the reply), showing
+        how long the message waited in the outbox. The envelope itself is not changed."""
+        if not tracing.ENABLED:
+            return contextlib.nullcontext()
+        waited = datetime.now(UTC) - envelope.time
+        return tracing.producer_span(
+            envelope.type,
+            name=f"publish {envelope.type}",
+            context=envelope.traceparent,
+            destination=row["exchange"],
+            correlation_id=envelope.correlation_id,
+            subject=envelope.subject,
+            attributes={
+                "messaging.message.id": envelope.id,
+                "messaging.rabbitmq.destination.routing_key": row["routing_key"],
+                "vyapaar.outbox.waited_ms": round(waited.total_seconds() * 1000, 3),
+            },
+        )
 
     async def update_gauges(self) -> None:
         row = await self.pool.fetchrow(

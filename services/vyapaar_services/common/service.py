@@ -6,8 +6,10 @@ On application start-up a background task (so ``/healthz`` answers immediately a
 1. asyncpg pool with ``search_path`` = the service schema; migrations (common + service);
 2. optional Redis (inventory's best-effort locks);
 3. robust AMQP connection; the whole topology is declared;
-4. the outbox relay (own confirm channel) and the command consumer
-   (``<service>.commands``, prefetch ``VYAPAAR_PREFETCH``, retry tiers, DLQ).
+4. the outbox relay (own confirm channel) and the consumer of the service's
+   :class:`Subscription` (prefetch ``VYAPAAR_PREFETCH``, retry tiers, DLQ). By default that
+   is ``<service>.commands`` handled by a :class:`CommandProcessor` over ``handlers``; a
+   service that consumes something else (analytics: the order events) passes ``subscribe``.
 
 On shutdown: stop consuming and wait for in-flight handlers, stop the relay, close.
 """
@@ -18,12 +20,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
-from vyapaar_messaging.consumer import Consumer
+from vyapaar_messaging import tracing
+from vyapaar_messaging.consumer import Consumer, Handler
 from vyapaar_messaging.publisher import Publisher
 from vyapaar_messaging.topology import Topology, declare_topology
 
@@ -35,25 +39,71 @@ from vyapaar_services.common.logs import configure_logging
 from vyapaar_services.common.outbox import OutboxRelay
 from vyapaar_services.common.redis_client import RedisLocks, create_redis
 
-__all__ = ["RUNTIME_KEY", "ServiceRuntime", "create_service_app", "run_service"]
+__all__ = [
+    "RUNTIME_KEY",
+    "ServiceRuntime",
+    "Subscription",
+    "SubscriptionFactory",
+    "command_subscription",
+    "create_service_app",
+    "run_service",
+]
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """What a service consumes: a queue (prefixed name), its bindings
+    ``[(exchange, routing key), ...]`` and the handler of its messages."""
+
+    queue: str
+    handler: Handler
+    bindings: Sequence[tuple[str, str]] = ()
+
+
+#: builds the subscription once the runtime is connected (the handler needs the pool)
+SubscriptionFactory = Callable[["ServiceRuntime"], Subscription]
+
+
+def command_subscription(runtime: ServiceRuntime) -> Subscription:
+    """The default: ``<service>.commands`` handled exactly once by a :class:`CommandProcessor`."""
+    processor = CommandProcessor(
+        runtime.service,
+        runtime.require_started_pool(),
+        runtime.handlers,
+        runtime.topology,
+        around=runtime.around_factory(runtime) if runtime.around_factory else None,
+    )
+    return Subscription(
+        runtime.topology.command_queue(runtime.service),
+        processor,
+        [(runtime.topology.commands_exchange, runtime.service)],
+    )
+
+
 class ServiceRuntime:
+    """``handlers`` (+ ``around``) make the default command subscription; ``subscribe``
+    replaces it for a service that consumes something else (then ``handlers`` stays empty).
+    """
+
     def __init__(
         self,
         settings: Settings,
         *,
         migrations: Sequence[db.Migration],
-        handlers: Mapping[str, CommandHandler],
+        handlers: Mapping[str, CommandHandler] | None = None,
         around: Callable[[ServiceRuntime], AroundHook] | None = None,
+        subscribe: SubscriptionFactory | None = None,
     ) -> None:
+        if subscribe is not None and (handlers or around is not None):
+            raise ValueError("pass either command handlers or a subscription, not both")
         self.settings = settings
         self.service = settings.service
         self.migrations = [*db.common_migrations(), *migrations]
-        self.handlers = handlers
-        self._around_factory = around
+        self.handlers: Mapping[str, CommandHandler] = handlers or {}
+        self.around_factory = around
+        self.subscribe: SubscriptionFactory = subscribe or command_subscription
         self.topology = Topology(settings.amqp_prefix)
         self.pool: asyncpg.Pool | None = None
         self.connection: AbstractRobustConnection | None = None
@@ -108,20 +158,14 @@ class ServiceRuntime:
             )
             await self.relay.start()
         if self.consumer is None:
-            processor = CommandProcessor(
-                self.service,
-                self.pool,
-                self.handlers,
-                self.topology,
-                around=self._around_factory(self) if self._around_factory else None,
-            )
+            subscription = self.subscribe(self)
             consumer = Consumer(
                 self.connection,
-                self.topology.command_queue(self.service),
-                processor,
+                subscription.queue,
+                subscription.handler,
                 prefetch=s.prefetch,
                 retry_delays=s.retry_delays,
-                bindings=[(self.topology.commands_exchange, self.service)],
+                bindings=subscription.bindings,
             )
             await consumer.start()
             self.consumer = consumer
@@ -194,6 +238,12 @@ class ServiceRuntime:
         consuming = self.consumer is not None and self.consumer.running
         return {"database": database, "broker": broker, "consumer": consuming}
 
+    def require_started_pool(self) -> asyncpg.Pool:
+        """The pool while :meth:`start` runs (before the runtime reports ready)."""
+        if self.pool is None:
+            raise RuntimeError(f"{self.service} has no database pool yet")
+        return self.pool
+
     def require_pool(self) -> asyncpg.Pool:
         if self.pool is None or not self.ready.is_set():
             raise Problem(
@@ -218,13 +268,19 @@ def run_service(service: str, factory: Callable[[Settings], web.Application]) ->
     """Entry point of ``python -m vyapaar_services.<service>``."""
     settings = Settings.from_env(service)
     configure_logging(service, settings.log_level)
+    # Before the app: tracing (when OTEL_EXPORTER_OTLP_ENDPOINT is set) instruments
+    # aiohttp's server for every application created afterwards.
+    tracing.configure(service)
     app = factory(settings)
     log.info("starting %s on %s:%d", service, settings.http_host, settings.http_port)
-    web.run_app(
-        app,
-        host=settings.http_host,
-        port=settings.http_port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=30.0,
-    )
+    try:
+        web.run_app(
+            app,
+            host=settings.http_host,
+            port=settings.http_port,
+            access_log=None,
+            print=None,
+            shutdown_timeout=30.0,
+        )
+    finally:
+        tracing.shutdown()  # after the runtime stopped: export the last spans

@@ -14,7 +14,9 @@ Every ``/api/`` request needs ``Authorization: Bearer <token>`` (:mod:`.tenants`
 counts against the token's rate limit (:mod:`.ratelimit`); every error is
 ``application/problem+json``. A W3C ``traceparent`` sent with a create is kept on the
 Order (annotation ``vyapaar.dev/traceparent``), so the saga's messages join the caller's
-trace; logs carry the order's uid as the correlation id.
+trace (with tracing on, the annotation names the request's own server span, a child of
+the caller's); an order's ``traceId`` says which trace that is. Logs carry the order's uid
+as the correlation id.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from aiohttp import web
 from kubernetes_asyncio import client
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from vyapaar_messaging import tracing
 from vyapaar_messaging.envelope import TRACEPARENT_ANNOTATION, TRACEPARENT_RE, new_traceparent
 
 from vyapaar_services.common.http import (
@@ -203,11 +206,15 @@ async def _read_body(request: web.Request) -> Any:
 
 
 def _traceparent(request: web.Request) -> str:
-    """The caller's trace continued (a new span of it), or a new trace."""
+    """The caller's trace continued (a new span of it), or a new trace. With tracing on,
+    the span is this request's server span (itself a child of the caller's span), so the
+    saga's spans hang from it."""
     match = TRACEPARENT_RE.match(request.headers.get("traceparent", "").strip())
-    if match and match.group(1) != "0" * 32 and match.group(2) != "0" * 16:
-        return new_traceparent(match.group(1))
-    return new_traceparent()
+    valid = match and match.group(1) != "0" * 32 and match.group(2) != "0" * 16
+    caller = match.group(1) if match and valid else None
+    if tracing.ENABLED:
+        return tracing.current_traceparent(caller)
+    return new_traceparent(caller)
 
 
 async def create_order(request: web.Request) -> web.Response:
@@ -376,9 +383,13 @@ def main() -> None:
     try:
         settings = GatewaySettings.from_env()
         configure_logging(SERVICE, settings.log_level)
+        tracing.configure(SERVICE)  # before the app: it instruments aiohttp's server
         app = create_app(settings)
     except ConfigError as exc:
         raise SystemExit(f"vyapaar gateway: {exc}") from None
     log.info("starting %s on %s:%d", SERVICE, settings.http_host, settings.http_port)
-    web.run_app(app, host=settings.http_host, port=settings.http_port, access_log=None,
-                print=None, shutdown_timeout=10.0)
+    try:
+        web.run_app(app, host=settings.http_host, port=settings.http_port, access_log=None,
+                    print=None, shutdown_timeout=10.0)
+    finally:
+        tracing.shutdown()

@@ -183,12 +183,18 @@ def document() -> dict[str, Any]:
                 "OrderStatus": copy.deepcopy(status_schema()),
                 "Order": {
                     "type": "object",
-                    "required": ["name", "namespace", "uid", "resourceVersion", "createdAt",
-                                 "spec", "status", "links"],
+                    "required": ["name", "namespace", "uid", "traceId", "resourceVersion",
+                                 "createdAt", "spec", "status", "links"],
                     "properties": {
                         "name": {"type": "string"},
                         "namespace": {"type": "string"},
                         "uid": {"type": "string"},
+                        "traceId": {"type": "string", "pattern": "^[0-9a-f]{32}$",
+                                    "description": "The W3C trace id of the order's saga: "
+                                                   "the caller's (a traceparent sent with "
+                                                   "the create), else the uid's hex. Look "
+                                                   "the trace up in the tracing backend, "
+                                                   "e.g. `vyapaar order trace NAME`."},
                         "resourceVersion": {"type": "string"},
                         "createdAt": {"type": "string", "format": "date-time"},
                         "spec": {"$ref": "#/components/schemas/OrderSpec"},

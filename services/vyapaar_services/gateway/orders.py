@@ -16,6 +16,7 @@ from typing import Any, Final
 import aiohttp
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
+from vyapaar_messaging import tracing
 
 from vyapaar_services.common.http import Problem
 
@@ -55,6 +56,7 @@ def order_view(obj: Mapping[str, Any], link_token: str | None = None) -> dict[st
         "name": name,
         "namespace": meta["namespace"],
         "uid": meta["uid"],
+        "traceId": tracing.order_root_traceparent(meta).split("-")[1],
         "resourceVersion": meta["resourceVersion"],
         "createdAt": meta["creationTimestamp"],
         "spec": obj.get("spec") or {},
@@ -83,7 +85,8 @@ async def api_client() -> client.ApiClient:
     # request; the apiserver is reached directly.
     rest = api.rest_client
     shared = rest.pool_manager
-    rest.pool_manager = aiohttp.ClientSession(connector=shared.connector, trust_env=False)
+    rest.pool_manager = aiohttp.ClientSession(connector=shared.connector, trust_env=False,
+                                              trace_configs=tracing.aiohttp_trace_configs())
     shared.detach()
     return api
 

@@ -22,6 +22,15 @@ def test_defaults_follow_the_service() -> None:
     assert s.fault_error_rate == 0.0
 
 
+@pytest.mark.parametrize(("service", "port"), [
+    ("inventory", 8081), ("payment", 8082), ("shipping", 8083), ("notification", 8084),
+    ("analytics", 8085),
+])
+def test_each_service_has_its_own_default_port_and_schema(service: str, port: int) -> None:
+    s = Settings.from_env(service, BASE)
+    assert (s.http_port, s.db_schema) == (port, service)
+
+
 def test_every_variable_is_read() -> None:
     s = Settings.from_env(
         "shipping",

@@ -15,13 +15,17 @@ import aiohttp
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 from vyapaar_messaging import Topology, delete_topology
+from vyapaar_messaging.topology import DEFAULT_RETRY_DELAYS, dlq_name, retry_queue_name
 
 SERVICES = {
     "inventory": "/api/v1/stock",
     "payment": "/api/v1/ledger",
     "shipping": "/api/v1/shipments",
     "notification": "/api/v1/notifications",
+    "analytics": "/api/v1/analytics/steps",
 }
+#: queues a service declares beside the shared topology (delete_topology leaves them)
+OWN_QUEUES = {"analytics": "analytics.order-events"}
 
 
 def free_port() -> int:
@@ -85,4 +89,9 @@ async def test_the_service_runs_as_a_process(
             await process.wait()
         channel = await amqp_connection.channel()
         await delete_topology(channel, Topology(prefix))
+        if service in OWN_QUEUES:
+            queue = f"{prefix}{OWN_QUEUES[service]}"
+            for name in (queue, dlq_name(queue),
+                         *(retry_queue_name(queue, d) for d in DEFAULT_RETRY_DELAYS)):
+                await channel.queue_delete(name, if_unused=False, if_empty=False)
         await channel.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -156,3 +157,25 @@ def test_log_lines_are_json_with_service_and_correlation_id() -> None:
     assert line["service"] == "inventory"
     assert line["correlationId"] == "order-1"
     assert line["time"].endswith("Z")
+
+
+def test_log_lines_name_the_trace_and_span_they_were_written_in(spans: Any) -> None:
+    from vyapaar_messaging import tracing
+    from vyapaar_messaging.context import bind_message_context
+
+    def line() -> dict[str, Any]:
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", None, None)
+        return dict(json.loads(JsonFormatter("inventory").format(record)))
+
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    with bind_message_context("order-1", "m1", "ReserveStock", trace_id):
+        handled = line()
+        with tracing.span("process ReserveStock") as span:
+            inside = line()
+    assert handled["traceId"] == trace_id and "spanId" not in handled
+    assert span is not None
+    context = span.get_span_context()
+    assert inside["traceId"] == f"{context.trace_id:032x}"
+    assert inside["spanId"] == f"{context.span_id:016x}"
+    assert inside["correlationId"] == "order-1"
+    assert "traceId" not in line()

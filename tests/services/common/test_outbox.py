@@ -184,3 +184,33 @@ async def test_idempotency_results_are_stored_per_key_and_command_type(
         assert await inbox.load_result(conn, "o:reserve", "ReleaseStock") == result
         assert await inbox.has_result(conn, "o:reserve", "ReleaseStock")
         assert not await inbox.has_result(conn, "o:reserve", "ReserveStock")
+
+
+async def test_with_tracing_on_the_relays_publish_is_a_span_under_the_replys_own(
+    spans: Any,
+    pool: asyncpg.Pool,
+    publisher: Publisher,
+    topology: Topology,
+    schema: str,
+    received: list[AbstractIncomingMessage],
+) -> None:
+    stored = reply("order-traced")
+    async with pool.acquire() as conn, conn.transaction():
+        await enqueue(conn, stored, topology)
+
+    relay = OutboxRelay(pool, publisher, schema=schema)
+    assert await relay.drain() == 1
+    await wait_for(received, 1)
+
+    (publish,) = [s for s in spans.get_finished_spans() if s.name == "publish StockReserved"]
+    assert f"{publish.context.trace_id:032x}" == stored.trace_id
+    assert publish.parent is not None and f"{publish.parent.span_id:016x}" == stored.span_id
+    assert publish.attributes["messaging.message.id"] == stored.id
+    assert publish.attributes["messaging.rabbitmq.destination.routing_key"] == (
+        "inventory.StockReserved"
+    )
+    assert publish.attributes["vyapaar.outbox.waited_ms"] >= 0
+    # the envelope is published as stored: the relay does not re-parent it
+    assert Envelope.from_message(received[0]) == stored
+    # the relay's own SQL has no parent and starts no trace
+    assert {s.name for s in spans.get_finished_spans()} == {"publish StockReserved"}

@@ -12,6 +12,9 @@ from typing import Any
 import aiohttp
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
+from vyapaar_stack import system
+from vyapaar_stack.chaos import faults
+from vyapaar_stack.chaos.plan import TARGETS
 from vyapaar_stack.chaos.run import retrying
 
 
@@ -45,3 +48,12 @@ async def test_a_refusal_is_raised_at_once(status: int) -> None:
 async def test_an_outage_longer_than_the_patience_gives_none() -> None:
     calls = Calls(*[aiohttp.ClientConnectionError()] * 100)
     assert await retrying(calls, until=time.monotonic() + 1) is None
+
+
+def test_the_run_plays_and_checks_the_saga_services_only() -> None:
+    """Command queues, outboxes of replies, poison: the saga's services have them; analytics
+    (a read model of the order events, run by the stack beside them) has none."""
+    assert "analytics" in system.SERVICES
+    assert faults.SERVICES == system.SAGA_SERVICES
+    assert "analytics" not in faults.SERVICES
+    assert set(TARGETS["poison"]) <= set(system.SAGA_SERVICES)

@@ -1,0 +1,1 @@
+"""SQL migrations of the analytics service (the read model)."""
