@@ -31,10 +31,6 @@ from vyapaar_operator.orders import OrderRef
 log = logging.getLogger(__name__)
 
 
-def trace_id_of(uid: str) -> str:
-    return uid.replace("-", "").lower()
-
-
 def order_trace_id(meta: Mapping[str, Any]) -> str:
     """The trace the order's messages join: its creator's, or one made from its UID."""
     return tracing.order_root_traceparent(meta).split("-")[1]

@@ -280,7 +280,8 @@ def _text(parent: Mapping[str, Any], key: str, where: str) -> str:
 
 
 def _optional_text(parent: Mapping[str, Any], key: str, where: str) -> str | None:
-    return None if parent.get(key) is None else _text(parent, key, where)
+    """An optional field; empty counts as absent (the CRD and the gateway allow ``""``)."""
+    return None if parent.get(key) in (None, "") else _text(parent, key, where)
 
 
 def _line_item(raw: Any, index: int) -> LineItem:

@@ -671,3 +671,44 @@ def test_the_gateway_service_can_be_exposed_without_an_ingress(render: Render,
     (service,) = [s for s in of(objects, "Service") if s["metadata"]["name"] == GATEWAY]
     assert service["spec"]["type"] == service_type
     assert service["spec"]["ports"][0]["nodePort"] == 30080
+
+
+def product_containers(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The operator's, every service's and the gateway's container, by Deployment name."""
+    product = {"operator", *SERVICES, "gateway"}
+    return {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]
+            for d in of(objects, "Deployment")
+            if d["metadata"]["name"].removeprefix(f"{FULLNAME}-") in product}
+
+
+def test_tracing_is_off_by_default_and_not_even_configured(render: Render, scenario: Path
+                                                            ) -> None:
+    objects = render(scenario, release=RELEASE, namespace=NAMESPACE)
+    for name, container in product_containers(objects).items():
+        assert not {e["name"] for e in container["env"]} & {
+            "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"}, name
+
+
+def test_with_an_endpoint_every_process_exports_its_spans_there_and_may_reach_it(
+    render: Render,
+) -> None:
+    collector = [{"namespaceSelector": {"matchLabels": {"name": "observability"}}}]
+    objects = render_ci(render, "full-values.yaml",
+                        "tracing.otlpEndpoint=http://otel-collector.observability:4318",
+                        "tracing.networkPolicy.to[0].namespaceSelector.matchLabels.name="
+                        "observability")
+
+    containers = product_containers(objects)
+    assert len(containers) == 2 + len(SERVICES)
+    for name, container in containers.items():
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4318"
+        assert env["OTEL_SERVICE_NAME"] == name.removeprefix(f"{FULLNAME}-")
+    policies = {p["metadata"]["name"].removeprefix(f"{FULLNAME}-"): p["spec"]
+                for p in of(objects, "NetworkPolicy")}
+    for name in ("operator", *SERVICES, "gateway"):
+        assert {"ports": [{"protocol": "TCP", "port": 4318}], "to": collector} in policies[
+            name]["egress"], name
+    for name in ("rabbitmq", "redis", "test"):
+        assert all(4318 not in {p["port"] for p in rule.get("ports", [])}
+                   for rule in policies[name]["egress"]), name

@@ -50,6 +50,11 @@ REFUSED = [
      "boolean"),
     ({"services": {"analytics": {"port": 0}}}, "at '/services/analytics/port'", "minimum"),
     ({"services": {"analytics": {"replica": 2}}}, "at '/services/analytics'", "'replica'"),
+    # tracing: an OTLP/HTTP URL or nothing
+    ({"tracing": {"otlpEndpoint": "otel-collector:4317"}}, "at '/tracing/otlpEndpoint'",
+     "does not match"),
+    ({"tracing": {"networkPolicy": {"port": 70000}}}, "at '/tracing/networkPolicy/port'",
+     "maximum"),
     # the gateway
     ({"gateway": {"replica": 2}}, "at '/gateway'", "'replica'"),
     ({"gateway": {"rateLimit": "fast"}}, "at '/gateway/rateLimit'", "'fast' does not match"),

@@ -1533,3 +1533,10 @@ def test_the_outbox_survives_the_status_round_trip() -> None:
 
     assert SagaState.from_status(UID, saga.state.spec, status) == saga.state
     assert status["eventSeq"] == len(status["outbox"])
+
+
+def test_an_empty_optional_field_counts_as_absent() -> None:
+    # The CRD (and so the gateway) lets an optional text be "": the saga must still run it.
+    spec = OrderSpec.from_manifest(manifest(
+        customer={**CUSTOMER, "name": ""}, shippingAddress={**ADDRESS, "line2": ""}))
+    assert spec.customer.name is None and spec.shipping_address.line2 is None

@@ -175,3 +175,13 @@ Call with (dict "ctx" $ "secret" NAME "given" VALUE).
   resources: [orders]
   verbs: [create, get, list, watch, patch]
 {{- end -}}
+
+{{- /* OpenTelemetry env of one process (dict "ctx" $ "service" name): nothing when tracing is off. */}}
+{{- define "vyapaar.tracingEnv" -}}
+{{- with .ctx.Values.tracing.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ $.service | quote }}
+{{- end }}
+{{- end }}
