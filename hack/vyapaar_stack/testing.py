@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from aio_pika.abc import AbstractChannel
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from vyapaar_messaging.envelope import Envelope
 from vyapaar_messaging.topology import dlq_name
 
 from . import system
@@ -161,6 +162,49 @@ async def wait_orders(kubectl: Any, namespace: str, names: list[str], phases: se
             now = {n: phase_of(o) for n, o in orders.items()}
             raise AssertionError(f"not all in {sorted(phases)}: {now}")
         await asyncio.sleep(0.5)
+
+
+async def wait_published(kubectl: Any, namespace: str, names: list[str], *,
+                         within: float = 120) -> dict[str, dict[str, Any]]:
+    """The named Orders once all are finished and each has dropped its published domain
+    events from ``status.outbox`` (the write after the broker confirmed them)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        orders = await wait_orders(kubectl, namespace, names, TERMINAL, within=within)
+        kept = [n for n, o in orders.items() if "outbox" in o["status"]]
+        if not kept:
+            return orders
+        assert asyncio.get_running_loop().time() < deadline, f"events kept by {kept}"
+        await asyncio.sleep(0.3)
+
+
+class EventSubscriber:
+    """A subscriber of ``vyapaar.order-events``: its own queue, every envelope kept."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[Envelope] = []
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        self.envelopes.append(Envelope.from_message(message))
+        await message.ack()
+
+    def of(self, uid: str) -> list[Envelope]:
+        return [e for e in self.envelopes if e.correlation_id == uid]
+
+    async def settle(self, orders: dict[str, dict[str, Any]], within: float = 30) -> None:
+        """Until every order's events up to its ``status.eventSeq`` have arrived."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            missing = {
+                o["metadata"]["name"]: o["status"]["eventSeq"] - len(
+                    {e.payload["seq"] for e in self.of(o["metadata"]["uid"])})
+                for o in orders.values()}
+            if not any(missing.values()):
+                return
+            if loop.time() > deadline:
+                raise AssertionError(f"events missing: {missing}")
+            await asyncio.sleep(0.2)
 
 
 def phase_of(order: dict[str, Any]) -> str:

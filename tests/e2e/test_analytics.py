@@ -17,19 +17,21 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustConnection
 from prometheus_client.parser import text_string_to_metric_families
-from vyapaar_messaging import Envelope, Publisher, Topology
+from vyapaar_messaging import Publisher, Topology
 from vyapaar_messaging.topology import queue_depth
 from vyapaar_stack import components
 from vyapaar_stack.testing import (
     TERMINAL,
+    EventSubscriber,
     System,
     apply_orders,
     order_manifest,
     phase_of,
     set_faults,
     wait_orders,
+    wait_published,
 )
 
 SCHEMA = "analytics"  # the stack runs the service with its default schema
@@ -42,18 +44,6 @@ async def analytics(http: aiohttp.ClientSession, running: System, path: str,
                         params=params) as resp:
         assert resp.status == 200, await resp.text()
         return await resp.json()
-
-
-async def finished(kubectl: Any, namespace: str, names: list[str]) -> dict[str, dict[str, Any]]:
-    """The Orders once all are finished and have published their last events."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 120
-    while True:
-        orders = await wait_orders(kubectl, namespace, names, TERMINAL)
-        if all("outbox" not in o["status"] for o in orders.values()):
-            return orders
-        assert loop.time() < deadline, "finished orders kept unpublished events"
-        await asyncio.sleep(0.3)
 
 
 async def caught_up(http: aiohttp.ClientSession, running: System,
@@ -167,7 +157,7 @@ async def test_the_read_model_is_what_the_services_recorded_and_the_statuses_tel
         order_manifest("an-cancelled", sku=sku, cancel=True),
     ])
 
-    orders = await finished(kubectl, namespace, names)
+    orders = await wait_published(kubectl, namespace, names)
     read = await caught_up(http, running_system, orders)
 
     for name, order in orders.items():
@@ -204,26 +194,16 @@ async def test_the_read_model_is_what_the_services_recorded_and_the_statuses_tel
 async def test_a_duplicated_event_changes_nothing(
     running_system: System, http: aiohttp.ClientSession, unique_sku: Callable[[str], str],
     seed_stock: Any, kubectl: Any, namespace: str, database: asyncpg.Connection,
-    amqp_connection: AbstractRobustConnection,
+    amqp_connection: AbstractRobustConnection, subscriber: EventSubscriber,
 ) -> None:
     sku = unique_sku("SKU-AN-DUP")
     await seed_stock({sku: 1})
-    heard: list[Envelope] = []
-
-    async def keep(message: AbstractIncomingMessage) -> None:
-        heard.append(Envelope.from_message(message))
-        await message.ack()
-
-    channel = await amqp_connection.channel()
-    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-    await queue.bind(Topology().order_events_exchange, "")
-    await queue.consume(keep)
     names = apply_orders(kubectl, namespace, [
         order_manifest("an-dup", sku=sku, unit_price=4200)])
-    orders = await finished(kubectl, namespace, names)
+    orders = await wait_published(kubectl, namespace, names)
     await caught_up(http, running_system, orders)
-    await channel.close()
-    captured = next(e for e in heard if e.payload["reason"] == "PaymentCaptured")
+    captured = next(e for e in subscriber.of(orders["an-dup"]["metadata"]["uid"])
+                    if e.payload["reason"] == "PaymentCaptured")
     tables = await snapshot(database)
     counted = await duplicates_counted(http, running_system)
 
@@ -263,7 +243,7 @@ async def test_killed_with_sigkill_mid_run_it_catches_up_with_nothing_lost(
     finally:
         await set_faults(http, running_system, "payment", latencyMs=0)
 
-    orders = await finished(kubectl, namespace, names)
+    orders = await wait_published(kubectl, namespace, names)
     read = await caught_up(http, running_system, orders)
     for name, order in orders.items():
         assert order["status"]["phase"] == "Completed"

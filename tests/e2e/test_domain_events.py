@@ -4,19 +4,17 @@ write that recorded it, exactly as the status tells it -- even across an operato
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import aiohttp
-import pytest
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
-from vyapaar_messaging import Envelope, Topology, contracts
+from vyapaar_messaging import Envelope, contracts
 from vyapaar_stack.testing import (
     TERMINAL,
+    EventSubscriber,
     System,
     apply_orders,
     ledger_kinds,
@@ -25,50 +23,8 @@ from vyapaar_stack.testing import (
     records,
     set_faults,
     wait_orders,
+    wait_published,
 )
-
-
-class EventSubscriber:
-    """A subscriber of ``vyapaar.order-events``: its own queue, every envelope kept."""
-
-    def __init__(self) -> None:
-        self.envelopes: list[Envelope] = []
-
-    async def on_message(self, message: AbstractIncomingMessage) -> None:
-        self.envelopes.append(Envelope.from_message(message))
-        await message.ack()
-
-    def of(self, uid: str) -> list[Envelope]:
-        return [e for e in self.envelopes if e.correlation_id == uid]
-
-    async def settle(self, orders: dict[str, dict[str, Any]], within: float = 30) -> None:
-        """Until every order's events up to its ``status.eventSeq`` have arrived."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while True:
-            missing = {
-                o["metadata"]["name"]: o["status"]["eventSeq"] - len(
-                    {e.payload["seq"] for e in self.of(o["metadata"]["uid"])})
-                for o in orders.values()}
-            if not any(missing.values()):
-                return
-            if loop.time() > deadline:
-                raise AssertionError(f"events missing: {missing}")
-            await asyncio.sleep(0.2)
-
-
-@pytest.fixture
-async def subscriber(amqp_connection: AbstractRobustConnection,
-                     running_system: System) -> AsyncIterator[EventSubscriber]:
-    collector = EventSubscriber()
-    channel = await amqp_connection.channel()
-    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-    await queue.bind(Topology().order_events_exchange, "")
-    tag = await queue.consume(collector.on_message)
-    yield collector
-    with contextlib.suppress(Exception):
-        await queue.cancel(tag)
-    await channel.close()
 
 
 def assert_told_as_the_status_tells_it(order: dict[str, Any], events: list[Envelope]) -> None:
@@ -102,19 +58,6 @@ def ledger_net(effects: dict[str, Any]) -> int:
     return sum(amount if kind == "charge" else -amount for kind, amount in ledger_kinds(effects))
 
 
-async def published(kubectl: Any, namespace: str, names: list[str]) -> dict[str, dict[str, Any]]:
-    """The finished Orders once each has dropped its published events from the outbox (the
-    write after the broker confirmed them): a finished saga keeps none."""
-    deadline = asyncio.get_running_loop().time() + 30
-    while True:
-        orders = await wait_orders(kubectl, namespace, names, TERMINAL)
-        kept = [n for n, o in orders.items() if "outbox" in o["status"]]
-        if not kept:
-            return orders
-        assert asyncio.get_running_loop().time() < deadline, f"events kept by {kept}"
-        await asyncio.sleep(0.3)
-
-
 async def test_every_outcome_is_told_event_by_event_as_its_status_records_it(
     running_system: System, http: aiohttp.ClientSession, unique_sku: Callable[[str], str],
     seed_stock: Any, kubectl: Any, namespace: str, subscriber: EventSubscriber,
@@ -131,7 +74,7 @@ async def test_every_outcome_is_told_event_by_event_as_its_status_records_it(
     names = apply_orders(kubectl, namespace, manifests)
 
     await subscriber.settle(await wait_orders(kubectl, namespace, names, TERMINAL))
-    orders = await published(kubectl, namespace, names)
+    orders = await wait_published(kubectl, namespace, names)
 
     for order in orders.values():
         uid = order["metadata"]["uid"]
@@ -167,7 +110,7 @@ async def test_an_operator_killed_mid_run_neither_loses_nor_invents_an_event(
         await set_faults(http, running_system, "payment", latencyMs=0)
 
     await subscriber.settle(await wait_orders(kubectl, namespace, names, TERMINAL))
-    orders = await published(kubectl, namespace, names)
+    orders = await wait_published(kubectl, namespace, names)
     for order in orders.values():
         assert order["status"]["phase"] == "Completed"
         assert_told_as_the_status_tells_it(order, subscriber.of(order["metadata"]["uid"]))

@@ -7,18 +7,14 @@ The gateway runs in-process, created after the ``spans`` fixture turned tracing 
 
 from __future__ import annotations
 
-import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import yaml
-from aiohttp import web
 from kubernetes_asyncio import client
 from opentelemetry.trace import SpanKind
-from vyapaar_services.gateway.app import create_app
 from vyapaar_services.gateway.config import GatewaySettings
 from vyapaar_services.gateway.orders import GROUP, PLURAL, VERSION
 
@@ -34,12 +30,6 @@ BODY = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def traceparent_of(span: Any) -> str:
     context = span.get_span_context()
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
@@ -47,19 +37,14 @@ def traceparent_of(span: Any) -> str:
 
 @pytest.fixture
 async def traced_gateway(spans: Any, tmp_path: Path, crds: Path, redis_url: str,
-                         namespace: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+                         namespace: str, monkeypatch: pytest.MonkeyPatch,
+                         serve_gateway: Any) -> str:
     monkeypatch.setenv("KUBECONFIG", str(crds))
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text(yaml.safe_dump({"tenants": [
         {"name": "tracing", "namespace": namespace, "token": TOKEN}]}))
-    runner = web.AppRunner(create_app(GatewaySettings(redis_url=redis_url, tokens_file=tokens)))
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    url: str = await serve_gateway(GatewaySettings(redis_url=redis_url, tokens_file=tokens))
+    return url
 
 
 async def place(url: str, **headers: str) -> dict[str, Any]:

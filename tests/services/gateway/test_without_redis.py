@@ -4,43 +4,30 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 import yaml
-from aiohttp import web
-from vyapaar_services.gateway.app import create_app
 from vyapaar_services.gateway.config import GatewaySettings
 
 TOKEN = "a-token-of-at-least-16"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-async def gateway_without_redis(tmp_path: Path, crds: Path,
-                                monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+async def gateway_without_redis(tmp_path: Path, crds: Path, monkeypatch: pytest.MonkeyPatch,
+                                serve_gateway: Any) -> str:
     monkeypatch.setenv("KUBECONFIG", str(crds))  # the cluster, with the Order CRD
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text(yaml.safe_dump({"tenants": [
         {"name": "a", "namespace": "default", "token": TOKEN}]}))
-    nothing_listens = free_port()
-    settings = GatewaySettings(redis_url=f"redis://127.0.0.1:{nothing_listens}/0",
-                               tokens_file=tokens)
-    runner = web.AppRunner(create_app(settings))
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nothing_listens = int(s.getsockname()[1])  # closed again: nothing listens there
+    url: str = await serve_gateway(GatewaySettings(
+        redis_url=f"redis://127.0.0.1:{nothing_listens}/0", tokens_file=tokens))
+    return url
 
 
 async def test_without_redis_requests_get_503_with_retry_after_and_readiness_is_down(
